@@ -1,0 +1,34 @@
+"""Prometheus metrics: every name the services export, in one place for dashboards."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+WEBHOOKS_RECEIVED = Counter(
+    "bridge_webhooks_received_total", "Provider webhooks by outcome", ["provider", "outcome"]
+)
+INGEST_LATENCY = Histogram(
+    "bridge_ingest_seconds",
+    "Webhook receipt to Kafka acknowledgement",
+    ["provider"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS_PROCESSED = Counter(
+    "bridge_events_processed_total", "Dispatcher outcomes per event", ["type", "outcome"]
+)
+SITETI_CALLS = Counter(
+    "bridge_siteti_calls_total", "Calls to Siteti by operation and status", ["operation", "status"]
+)
+SITETI_LATENCY = Histogram("bridge_siteti_seconds", "Siteti call latency", ["operation"])
+EVENT_TO_SEND = Histogram(
+    "bridge_event_to_send_seconds",
+    "Canonical event time on Kafka to Siteti acceptance",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DEAD_LETTERS = Counter("bridge_dead_letters_total", "Events sent to the dead-letter store", ["reason"])
+RECEIPTS = Counter("bridge_receipts_total", "Siteti delivery webhooks by type and outcome", ["type", "outcome"])
+OUTBOX_LAG = Gauge("bridge_outbox_pending", "Audit outbox rows not yet on Kafka")
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
