@@ -55,5 +55,7 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
-        pytest.fail(f"Kafka at KAFKA_BOOTSTRAP_SERVERS is not reachable ({exc}); run `make stack-up`")
+        pytest.fail(
+            f"Kafka at KAFKA_BOOTSTRAP_SERVERS is not reachable ({exc}); run `make stack-up`"
+        )
     yield settings.kafka_bootstrap_servers

@@ -121,7 +121,9 @@ class OutboxRelay:
                 for row in rows
             ]
             await asyncio.gather(*futures)
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+            await conn.execute(
+                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            )
             return len(rows)
 
     async def run(self) -> None:
@@ -129,10 +131,10 @@ class OutboxRelay:
             try:
                 sent = await self.relay_once()
                 OUTBOX_LAG.set(await self._pool.fetchval("SELECT count(*) FROM outbox"))
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("outbox_relay_error", error=str(exc))
                 sent = 0
-            except Exception as exc:  # noqa: BLE001 - the relay must outlive a Kafka hiccup
+            except Exception as exc:
                 log.warning("outbox_relay_error", error=repr(exc))
                 sent = 0
             if sent < self._batch_size:

@@ -1,7 +1,8 @@
 """Settings from the environment, with documented defaults.
 
 Precedence: real environment variables, then the file named by `BRIDGE_ENV_FILE` (default
-`.stack/env`, written by `make stack-up`), then the defaults below. Secret lists are
+`.stack/env`, written by `make stack-up`) and `secrets.env` beside it (local secrets that
+`make up` generates), then the defaults below. Secret lists are
 comma-separated: every listed value is accepted, so secrets can rotate without downtime.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -17,9 +19,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 SecretList = Annotated[list[str], NoDecode]
 
 
+_ENV_FILE = Path(os.environ.get("BRIDGE_ENV_FILE", ".stack/env"))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=os.environ.get("BRIDGE_ENV_FILE", ".stack/env"),
+        # secrets.env holds the local stack's generated secrets (never committed).
+        env_file=(_ENV_FILE, _ENV_FILE.with_name("secrets.env")),
         env_file_encoding="utf-8",
         extra="ignore",
     )
@@ -45,6 +51,23 @@ class Settings(BaseSettings):
 
     # Provider secrets
     moniepoint_webhook_secrets: SecretList = Field(default_factory=list)
+    monnify_client_secrets: SecretList = Field(default_factory=list)
+    paystack_secret_keys: SecretList = Field(default_factory=list)
+    flutterwave_secret_hashes: SecretList = Field(default_factory=list)
+    wasaapay_webhook_secrets: SecretList = Field(default_factory=list)
+    openmarket_private_keys: SecretList = Field(default_factory=list)
+    generic_webhook_secrets: SecretList = Field(default_factory=list)
+    # Flutterwave "verify before process": GET {base}/v3/transactions/{id}/verify, Bearer key.
+    flutterwave_api_base_url: str = "http://127.0.0.1:8091"
+    flutterwave_secret_key: str = ""
+    # The generic source's signature scheme: "standard-webhooks" (webhook-id/-timestamp/
+    # -signature, whsec_ secrets) or "hmac" (one header, the settings below).
+    generic_signature_scheme: str = "standard-webhooks"
+    generic_signature_header: str = "x-signature"
+    generic_signature_algorithm: str = "sha256"
+    generic_signature_encoding: str = "hex"
+    generic_signature_prefix: str = ""
+    generic_timestamp_tolerance_seconds: int = 300
 
     # Services
     ingest_port: int = 8000
@@ -64,7 +87,17 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("siteti_webhook_secrets", "moniepoint_webhook_secrets", mode="before")
+    @field_validator(
+        "siteti_webhook_secrets",
+        "moniepoint_webhook_secrets",
+        "monnify_client_secrets",
+        "paystack_secret_keys",
+        "flutterwave_secret_hashes",
+        "wasaapay_webhook_secrets",
+        "openmarket_private_keys",
+        "generic_webhook_secrets",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

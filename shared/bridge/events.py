@@ -20,12 +20,26 @@ from pydantic import BaseModel, ConfigDict, field_serializer
 SCHEMA_VERSION = "1"
 
 # Canonical event types. A successful payment from any provider is `payment.successful`.
+# Provider event names are mapped onto these (docs: the provider mapping table); keep the set
+# small and provider-neutral.
 EVENT_TYPES = frozenset(
     {
         "payment.successful",
         "payment.failed",
         "transfer.completed",
         "transfer.failed",
+        "transfer.reversed",
+        "refund.processed",
+        "refund.failed",
+        "subscription.created",
+        "subscription.renewed",
+        "subscription.disabled",
+        "deposit.completed",
+        "deposit.failed",
+        "withdrawal.completed",
+        "withdrawal.failed",
+        "bill.completed",
+        "bill.failed",
     }
 )
 
@@ -123,7 +137,9 @@ class CanonicalEvent(BaseModel):
         return cls.model_validate_json(raw)
 
 
-def new_event(data: EventData, event_type: str, *, received_at: datetime | None = None) -> CanonicalEvent:
+def new_event(
+    data: EventData, event_type: str, *, received_at: datetime | None = None
+) -> CanonicalEvent:
     """Wrap `data` as a CloudEvent. The id is derived from the dedupe identity, so a
     provider's redelivery produces the same id (consumers may dedupe on it)."""
     if event_type not in EVENT_TYPES:
@@ -144,4 +160,3 @@ def new_event(data: EventData, event_type: str, *, received_at: datetime | None 
 def stable_key(*parts: str) -> str:
     """A short, stable hex key for idempotency and cache keys."""
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:40]
-

@@ -22,11 +22,11 @@ def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
 
 
 async def publish(
-    producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes, timeout: float
+    producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes, within: float
 ) -> None:
     """Wait until the broker has acknowledged the record (acks=all) or raise.
 
     A timeout is not retried here: the producer retries internally, and a caller that
     answers non-2xx lets the provider redeliver, which the dispatcher dedupes.
     """
-    await asyncio.wait_for(producer.send_and_wait(topic, value=value, key=key), timeout)
+    await asyncio.wait_for(producer.send_and_wait(topic, value=value, key=key), within)

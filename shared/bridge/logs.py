@@ -13,7 +13,16 @@ import structlog
 # International (+234…, 234…) and Nigerian national (080…) mobile numbers in free text;
 # narrow on purpose so references and account numbers stay readable.
 _PHONE = re.compile(r"(?<![\w-])(?:\+?\d{11,15}|0[789][01]\d{8})(?![\w-])")
-_SENSITIVE_KEYS = ("phone", "to", "msisdn", "secret", "password", "authorization", "api_key", "token")
+_SENSITIVE_KEYS = (
+    "phone",
+    "to",
+    "msisdn",
+    "secret",
+    "password",
+    "authorization",
+    "api_key",
+    "token",
+)
 
 
 def mask_phone(value: str) -> str:

@@ -25,8 +25,12 @@ EVENT_TO_SEND = Histogram(
     "Canonical event time on Kafka to Siteti acceptance",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-DEAD_LETTERS = Counter("bridge_dead_letters_total", "Events sent to the dead-letter store", ["reason"])
-RECEIPTS = Counter("bridge_receipts_total", "Siteti delivery webhooks by type and outcome", ["type", "outcome"])
+DEAD_LETTERS = Counter(
+    "bridge_dead_letters_total", "Events sent to the dead-letter store", ["reason"]
+)
+RECEIPTS = Counter(
+    "bridge_receipts_total", "Siteti delivery webhooks by type and outcome", ["type", "outcome"]
+)
 OUTBOX_LAG = Gauge("bridge_outbox_pending", "Audit outbox rows not yet on Kafka")
 
 

@@ -7,7 +7,6 @@ Every verifier takes a *list* of secrets (any one may match, so secrets can rota
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import math
@@ -122,7 +121,9 @@ def check_timestamp(timestamp: str | int | None, now: float | None, tolerance: i
 # --- Siteti request signing (bridge -> Siteti) -------------------------------------------
 
 
-def siteti_request_message(timestamp: int | str, method: str, path_with_query: str, body: bytes) -> bytes:
+def siteti_request_message(
+    timestamp: int | str, method: str, path_with_query: str, body: bytes
+) -> bytes:
     return f"{timestamp}\n{method.upper()}\n{path_with_query}\n".encode() + body
 
 
@@ -245,7 +246,9 @@ def js_stringify(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, Mapping):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}:{js_stringify(v)}" for k, v in value.items())
+        items = (
+            f"{json.dumps(str(k), ensure_ascii=False)}:{js_stringify(v)}" for k, v in value.items()
+        )
         return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(js_stringify(v) for v in value) + "]"

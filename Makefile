@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a step of them.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: install stack-up stack-down up down demo test lint typecheck bench
+
+install:
+	@bash scripts/install.sh
+
+stack-up: install
+	@bash scripts/stack/up.sh
+
+stack-down:
+	@bash scripts/stack/down.sh
+
+up: stack-up
+	@bash scripts/services.sh up
+
+down:
+	@bash scripts/services.sh down
+	@bash scripts/stack/down.sh
+
+demo: up
+	@$(PY) scripts/demo.py
+
+lint: install
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+
+typecheck: install
+	@.venv/bin/mypy
+
+# Services started by `make up` would compete with the tests' own for the same topics.
+test: stack-up
+	@bash scripts/services.sh down >/dev/null
+	@$(MAKE) --no-print-directory lint typecheck
+	@.venv/bin/pytest -q -p no:cacheprovider

@@ -1,0 +1,47 @@
+"""`bridge`: the operators' command line, thin over the services' packages."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bridge.cache import new_redis
+from bridge.config import get_settings
+from bridge.db import connect
+from dispatcher.directory import ImportReport, import_csv
+
+app = typer.Typer(no_args_is_help=True, help="siteti-bridge operations.")
+customers = typer.Typer(no_args_is_help=True, help="The customer directory.")
+app.add_typer(customers, name="customers")
+
+
+async def _import(path: Path) -> ImportReport:
+    settings = get_settings()
+    pool = await connect(settings.database_url, max_size=2)
+    redis = new_redis(settings.redis_url)
+    try:
+        return await import_csv(pool, redis, path, settings.default_country)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+@customers.command("import")
+def customers_import(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file")
+    ],
+) -> None:
+    """Import (upsert) customers from a CSV: account_number,email,phone,name,tier,late_payments."""
+    report = asyncio.run(_import(file))
+    typer.echo(
+        f"imported {report.imported} customers ({report.without_phone} without a WhatsApp number),"
+        f" rejected {len(report.rejected)}"
+    )
+    for line, why in report.rejected:
+        typer.echo(f"  line {line}: {why}", err=True)
+    if report.rejected:
+        raise typer.Exit(code=1)

@@ -1,0 +1,233 @@
+"""What happens to one canonical event: dedupe, look-up, contact, template, send, record.
+
+Every path ends in exactly one of: sent, duplicate, or a dead-letter entry. Nothing raises
+out of `handle` for a business reason, so the caller can always ack the Kafka record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import asyncpg
+
+from bridge.audit import record_now
+from bridge.events import CanonicalEvent, stable_key
+from bridge.logs import get_logger
+from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED
+
+from . import dlq
+from .dedupe import Dedupe
+from .directory import CustomerRecord, Directory
+from .retry import RetryPolicy
+from .rules import Choice, MissingVariable, NoRuleMatched, RuleSet, choose
+from .siteti import SitetiClient, SitetiError
+
+log = get_logger("dispatcher")
+T = TypeVar("T")
+
+# How long to wait for another instance that holds an event's lease before looking again.
+_BUSY_POLL_SECONDS = 0.5
+
+
+@dataclass
+class Dispatcher:
+    pool: asyncpg.Pool
+    directory: Directory
+    rules: RuleSet
+    siteti: SitetiClient
+    dedupe: Dedupe
+    policy: RetryPolicy
+    instance_id: str
+    missing_contact_wait_seconds: float = 5.0
+    lease_seconds: int = 120
+
+    async def handle(self, event: CanonicalEvent) -> str:
+        """Process one event from the events topic; returns the outcome's name."""
+        while True:
+            state = await self.dedupe.reserve(event.dedupe_key, self.instance_id)
+            if state != "busy":
+                break
+            # Another instance is on it (or died holding it): wait for the lease to settle.
+            await asyncio.sleep(_BUSY_POLL_SECONDS)
+        if state in ("done", "parked"):
+            EVENTS_PROCESSED.labels(event.type, "duplicate").inc()
+            log.info("duplicate_skipped", reference=event.reference, type=event.type, state=state)
+            return "duplicate"
+        await record_now(
+            self.pool,
+            reference=event.reference,
+            stage="received",
+            source="dispatcher",
+            occurred_at=event.time,
+            detail={"type": event.type, "event_id": event.id, "amount": str(event.data.amount)},
+        )
+        return await self.deliver(event)
+
+    async def deliver(self, event: CanonicalEvent) -> str:
+        """Send the event's message; the caller holds its dedupe lease."""
+        customer = await self._find_customer(event)
+        if customer is None or customer.phone is None:
+            return await self._dead_letter(
+                event,
+                dlq.MISSING_CONTACT,
+                "manual_review",
+                "no WhatsApp number in the customer directory"
+                + ("" if customer else " (customer not found)"),
+            )
+        try:
+            choice = choose(self.rules, event, customer)
+        except (NoRuleMatched, MissingVariable) as exc:
+            return await self._dead_letter(event, dlq.NO_RULE, "manual_review", str(exc))
+
+        try:
+            contact_id = customer.contact_id or await self._upsert_contact(event, customer)
+            answer = await self._with_retries(
+                event,
+                lambda: self.siteti.trigger_template(
+                    choice.template_id,
+                    to=customer.phone or "",
+                    contact_id=contact_id,
+                    variables=choice.variables,
+                    reference=event.reference,
+                    idempotency_key=stable_key("trigger", event.dedupe_key),
+                ),
+            )
+        except SitetiError as exc:
+            return await self._siteti_failed(event, choice, exc)
+
+        await self.dedupe.confirm(event.dedupe_key)
+        EVENT_TO_SEND.observe(max(0.0, time.time() - event.time.timestamp()))
+        await self._record_sent(event, choice, answer.status, answer.body, answer.replayed)
+        EVENTS_PROCESSED.labels(event.type, "sent").inc()
+        log.info(
+            "message_dispatched",
+            reference=event.reference,
+            type=event.type,
+            template=choice.template_id,
+            message_id=answer.body.get("message_id"),
+            replayed=answer.replayed,
+        )
+        return "sent"
+
+    async def _find_customer(self, event: CanonicalEvent) -> CustomerRecord | None:
+        # The directory may be a moment behind the payment: look again for a few seconds.
+        deadline = time.monotonic() + self.missing_contact_wait_seconds
+        while True:
+            customer = await self.directory.find(event.data.customer)
+            if (customer is not None and customer.phone) or time.monotonic() >= deadline:
+                return customer
+            await asyncio.sleep(0.5)
+
+    async def _upsert_contact(self, event: CanonicalEvent, customer: CustomerRecord) -> str:
+        attributes = {"tier": customer.tier}
+        if customer.account_number:
+            attributes["account_number"] = customer.account_number
+        contact_id = await self._with_retries(
+            event,
+            lambda: self.siteti.upsert_contact(
+                customer.phone or "",
+                customer.name,
+                attributes,
+                stable_key("contact", customer.phone or "", customer.name or "", customer.tier),
+            ),
+        )
+        await self.directory.remember_contact(customer, contact_id)
+        return contact_id
+
+    async def _with_retries(self, event: CanonicalEvent, call: Callable[[], Awaitable[T]]) -> T:
+        retry = 0
+        while True:
+            try:
+                return await call()
+            except SitetiError as exc:
+                if not exc.transient or retry >= self.policy.max_retries:
+                    raise
+                delay = max(self.policy.delay(retry), exc.retry_after or 0.0)
+                log.warning(
+                    "siteti_retry",
+                    reference=event.reference,
+                    retry=retry + 1,
+                    delay=round(delay, 3),
+                    error=str(exc),
+                )
+                # Keep our lease while we wait, so no other instance takes the event over.
+                await self.dedupe.reserve(event.dedupe_key, self.instance_id)
+                await asyncio.sleep(delay)
+                retry += 1
+
+    async def _siteti_failed(self, event: CanonicalEvent, choice: Choice, exc: SitetiError) -> str:
+        if exc.transient:
+            return await self._dead_letter(
+                event,
+                dlq.SITETI_UNAVAILABLE,
+                "pending",
+                f"gave up after {self.policy.max_retries} retries: {exc}",
+                retry_in=timedelta(seconds=self.policy.max_seconds),
+                template=choice.template_id,
+            )
+        if exc.code == "template_not_approved":
+            return await self._dead_letter(
+                event,
+                dlq.TEMPLATE_NOT_APPROVED,
+                "pending",
+                f"{choice.template_id} is {exc.detail.get('template_status', 'not approved')}",
+                template=choice.template_id,
+            )
+        return await self._dead_letter(
+            event, exc.code, "manual_review", str(exc), template=choice.template_id
+        )
+
+    async def _dead_letter(
+        self,
+        event: CanonicalEvent,
+        reason: str,
+        status: dlq.Status,
+        error: str,
+        *,
+        retry_in: timedelta | None = None,
+        template: str | None = None,
+    ) -> str:
+        entry_id = await dlq.put(
+            self.pool,
+            event,
+            reason=reason,
+            status=status,
+            error=error,
+            retry_in=retry_in,
+            extra={"template": template} if template else None,
+        )
+        await self.dedupe.park(event.dedupe_key, self.instance_id)
+        EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()
+        log.warning(
+            "dead_lettered", reference=event.reference, reason=reason, status=status, id=entry_id
+        )
+        return f"dead_lettered:{reason}"
+
+    async def _record_sent(
+        self,
+        event: CanonicalEvent,
+        choice: Choice,
+        status: int,
+        body: dict[str, object],
+        replayed: bool,
+    ) -> None:
+        await record_now(
+            self.pool,
+            reference=event.reference,
+            stage="dispatched",
+            source="dispatcher",
+            occurred_at=datetime.now(UTC),
+            detail={
+                "type": event.type,
+                "rule": choice.rule,
+                "template": choice.template_id,
+                "siteti_status": status,
+                "message_id": body.get("message_id"),
+                "replayed": replayed,
+            },
+        )

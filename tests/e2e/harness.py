@@ -1,0 +1,211 @@
+"""The whole pipeline as real processes on free ports: sandbox, ingest, receipts, dispatcher."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bridge.signing import sign, sign_siteti_request
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / ".stack/logs/tests"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    ready_url: str
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = (LOGS / f"{self.name}.log").open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.popen.returncode}); see {LOGS / self.name}.log"
+                )
+            try:
+                if httpx.get(self.ready_url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.name} not ready in {timeout} s; see {LOGS / self.name}.log")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@dataclass
+class Pipeline:
+    env: dict[str, str]
+    ports: dict[str, int]
+    moniepoint_secret: str
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def ingest(self) -> str:
+        return f"http://127.0.0.1:{self.ports['ingest']}"
+
+    @property
+    def receipts(self) -> str:
+        return f"http://127.0.0.1:{self.ports['receipts']}"
+
+    @property
+    def sandbox(self) -> str:
+        return f"http://127.0.0.1:{self.ports['sandbox']}"
+
+    def add(
+        self, name: str, module: str, ready_path: str, port_name: str, **extra_env: str
+    ) -> None:
+        self.processes[name] = Process(
+            name,
+            ["-m", module],
+            {**self.env, **extra_env},
+            f"http://127.0.0.1:{self.ports[port_name]}{ready_path}",
+        )
+
+    def start(self, *names: str) -> None:
+        for name in names or tuple(self.processes):
+            self.processes[name].start()
+        for name in names or tuple(self.processes):
+            self.processes[name].wait_ready()
+
+    def stop(self, *names: str, sig: int = signal.SIGTERM) -> None:
+        for name in names or tuple(self.processes):
+            self.processes[name].stop(sig)
+
+    # --- acting on it --------------------------------------------------------------------
+
+    def post_moniepoint(
+        self, payload: dict[str, Any], secret: str | None = None, **headers: str
+    ) -> httpx.Response:
+        import orjson
+
+        body = orjson.dumps(payload)
+        signed = {"X-Moniepoint-Signature": sign(secret or self.moniepoint_secret, body)}
+        return httpx.post(
+            f"{self.ingest}/webhooks/moniepoint",
+            content=body,
+            headers={"Content-Type": "application/json", **signed, **headers},
+            timeout=30,
+        )
+
+    def sandbox_get(self, path: str, **params: str) -> Any:
+        return httpx.get(f"{self.sandbox}/_sandbox/{path}", params=params, timeout=10).json()
+
+    def sandbox_control(self, method: str, path: str, body: Any = None) -> None:
+        response = httpx.request(method, f"{self.sandbox}/_sandbox/{path}", json=body, timeout=10)
+        response.raise_for_status()
+
+    def siteti_api(self, method: str, path: str) -> httpx.Response:
+        """A signed call to the sandbox's Siteti API, as the dispatcher makes them."""
+        base = self.env["SITETI_BASE_URL"]
+        ts = int(time.time())
+        url_path = base.split(str(self.ports["sandbox"]), 1)[1] + path
+        return httpx.request(
+            method,
+            base + path,
+            headers={
+                "Authorization": f"Bearer {self.env['SITETI_API_KEY']}",
+                "X-Siteti-Timestamp": str(ts),
+                "X-Siteti-Signature": sign_siteti_request(
+                    self.env["SITETI_SIGNING_SECRET"], ts, method, url_path, b""
+                ),
+            },
+            timeout=10,
+        )
+
+    def audit(self, reference: str) -> dict[str, Any] | None:
+        response = httpx.get(f"{self.receipts}/audit/{reference}", timeout=10)
+        return response.json() if response.status_code == 200 else None
+
+
+def make_pipeline(stack_env: dict[str, str]) -> Pipeline:
+    ports = {name: free_port() for name in ("sandbox", "ingest", "receipts", "dispatcher")}
+    api_key, signing_secret, webhook_secret = (secrets.token_hex(16) for _ in range(3))
+    moniepoint_secret = secrets.token_hex(32)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SITETI_", "SANDBOX_"))},
+        **stack_env,
+        "BRIDGE_ENV_FILE": str(ROOT / ".stack/env"),
+        "SITETI_BASE_URL": f"http://127.0.0.1:{ports['sandbox']}/v2.6/accounts/acc_sandbox",
+        "SITETI_API_KEY": api_key,
+        "SITETI_SIGNING_SECRET": signing_secret,
+        "SITETI_WEBHOOK_SECRETS": webhook_secret,
+        "MONIEPOINT_WEBHOOK_SECRETS": f"{secrets.token_hex(8)},{moniepoint_secret}",
+        # Fast retries, so that "Siteti unreachable" settles in about a second.
+        "SITETI_RETRY_BASE_SECONDS": "0.05",
+        "SITETI_RETRY_MAX_SECONDS": "0.2",
+        "SITETI_TIMEOUT_SECONDS": "2",
+        "MISSING_CONTACT_WAIT_SECONDS": "1",
+        "INGEST_PORT": str(ports["ingest"]),
+        "RECEIPTS_PORT": str(ports["receipts"]),
+        "DISPATCHER_METRICS_PORT": str(ports["dispatcher"]),
+        "DISPATCHER_GROUP_ID": "siteti-bridge-dispatcher-e2e",
+        "DISPATCHER_DATADIR": str(ROOT / ".stack/faust/e2e"),
+        "SANDBOX_PORT": str(ports["sandbox"]),
+        "SANDBOX_API_KEYS": api_key,
+        "SANDBOX_SIGNING_SECRET": signing_secret,
+        "SANDBOX_WEBHOOK_SECRETS": webhook_secret,
+        "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{ports['receipts']}/siteti/webhooks",
+        "SANDBOX_DELAY_SENT_SECONDS": "0.05",
+        "SANDBOX_DELAY_DELIVERED_SECONDS": "0.1",
+        "SANDBOX_DELAY_READ_SECONDS": "0.2",
+        "SANDBOX_RATE_LIMIT_PER_MINUTE": "100000",
+    }
+    pipeline = Pipeline(env, ports, moniepoint_secret)
+    pipeline.add("sandbox", "siteti_sandbox", "/readyz", "sandbox")
+    pipeline.add("receipts", "receipts", "/readyz", "receipts")
+    pipeline.add("ingest", "ingest", "/readyz", "ingest")
+    pipeline.add("dispatcher", "dispatcher", "/readyz", "dispatcher")
+    return pipeline
+
+
+def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s (last value: {value!r})")
+        time.sleep(interval)

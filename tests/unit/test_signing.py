@@ -1,0 +1,107 @@
+"""bridge.signing against the independent vectors in ../shared/contracts/signature-vectors.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import signing
+from bridge.signing import SignatureError
+
+VECTORS_FILE = Path(__file__).resolve().parents[3] / "shared/contracts/signature-vectors.json"
+VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())["vectors"]
+
+
+def vector(provider: str) -> dict[str, Any]:
+    return next(v for v in VECTORS if v["provider"] == provider)
+
+
+def tamper(body: bytes) -> bytes:
+    index = body.index(b"0")  # every vector body has a digit to change
+    return body[:index] + b"1" + body[index + 1 :]
+
+
+def test_siteti_request_vector() -> None:
+    v = vector("siteti-request")
+    kwargs = {
+        "timestamp": v["headers"]["X-Siteti-Timestamp"],
+        "signature": v["headers"]["X-Siteti-Signature"],
+        "method": v["method"],
+        "path_with_query": v["path"],
+        "now": int(v["headers"]["X-Siteti-Timestamp"]),
+    }
+    body = v["body"].encode()
+    signing.verify_siteti_request([v["secret"]], body=body, **kwargs)
+    assert (
+        signing.sign_siteti_request(v["secret"], kwargs["timestamp"], v["method"], v["path"], body)
+        == kwargs["signature"]
+    )
+    with pytest.raises(SignatureError):
+        signing.verify_siteti_request([v["secret"]], body=tamper(body), **kwargs)
+    with pytest.raises(SignatureError, match="300"):
+        signing.verify_siteti_request(
+            [v["secret"]], body=body, **{**kwargs, "now": kwargs["now"] + 301}
+        )
+
+
+def test_siteti_webhook_vector_and_rotation() -> None:
+    v = vector("siteti-webhook")
+    header = v["headers"]["X-Siteti-Signature"]
+    body = v["body"].encode()
+    now = 1763805600
+    signing.verify_siteti_webhook(header, body, [v["secret"]], now=now)
+    signing.verify_siteti_webhook(header, body, ["old-secret", v["secret"]], now=now)
+    rotated = signing.sign_siteti_webhook(["new-secret", v["secret"]], now, body)
+    signing.verify_siteti_webhook(rotated, body, [v["secret"]], now=now)
+    for bad_body, secrets, at in [
+        (tamper(body), [v["secret"]], now),
+        (body, ["wrong"], now),
+        (body, [v["secret"]], now + 301),
+    ]:
+        with pytest.raises(SignatureError):
+            signing.verify_siteti_webhook(header, bad_body, secrets, now=at)
+    with pytest.raises(SignatureError, match="missing"):
+        signing.verify_siteti_webhook(None, body, [v["secret"]], now=now)
+
+
+def test_moniepoint_vector() -> None:
+    v = vector("moniepoint")
+    body = v["body"].encode()
+    signature = v["headers"]["X-Moniepoint-Signature"]
+    signing.verify_hmac(body, signature, [v["secret"]])
+    signing.verify_hmac(body, signature.upper(), ["rotated-out", v["secret"]])
+    with pytest.raises(SignatureError):
+        signing.verify_hmac(tamper(body), signature, [v["secret"]])
+    with pytest.raises(SignatureError, match="missing"):
+        signing.verify_hmac(body, None, [v["secret"]])
+    with pytest.raises(SignatureError, match="no secret"):
+        signing.verify_hmac(body, signature, [])
+
+
+def test_standard_webhooks_vector() -> None:
+    v = vector("generic")
+    body = v["body"].encode()
+    now = int(v["headers"]["webhook-timestamp"])
+    signing.verify_standard_webhook(v["headers"], body, [v["secret"]], now=now)
+    with pytest.raises(SignatureError):
+        signing.verify_standard_webhook(v["headers"], body, [v["secret"]], now=now + 301)
+    with pytest.raises(SignatureError):
+        signing.verify_standard_webhook(v["headers"], tamper(body), [v["secret"]], now=now)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (
+            {"a": 2000.0, "b": 1500.5, "c": "Wanjikũ", "d": [1, None, True]},
+            '{"a":2000,"b":1500.5,"c":"Wanjikũ","d":[1,null,true]}',
+        ),
+        ({"x": 1e-7, "y": 1e21, "z": -0.0}, '{"x":1e-7,"y":1e+21,"z":0}'),
+        ({"q": 'say "hi"\n'}, '{"q":"say \\"hi\\"\\n"}'),
+    ],
+)
+def test_js_stringify(value: Any, text: str) -> None:
+    assert signing.js_stringify(value) == text
