@@ -13,16 +13,9 @@ import structlog
 # International (+234…, 234…) and Nigerian national (080…) mobile numbers in free text;
 # narrow on purpose so references and account numbers stay readable.
 _PHONE = re.compile(r"(?<![\w-])(?:\+?\d{11,15}|0[789][01]\d{8})(?![\w-])")
-_SENSITIVE_KEYS = (
-    "phone",
-    "to",
-    "msisdn",
-    "secret",
-    "password",
-    "authorization",
-    "api_key",
-    "token",
-)
+# Keys whose values never reach a log: exact names, and name parts.
+_SENSITIVE_KEYS = frozenset({"phone", "to", "from", "msisdn", "text", "authorization", "password"})
+_SENSITIVE_PARTS = ("phone", "secret", "api_key", "token")
 
 
 def mask_phone(value: str) -> str:
@@ -43,7 +36,7 @@ def _mask(value: Any) -> Any:
 
 def _is_sensitive(key: str) -> bool:
     lowered = key.lower()
-    return any(word in lowered for word in _SENSITIVE_KEYS)
+    return lowered in _SENSITIVE_KEYS or any(part in lowered for part in _SENSITIVE_PARTS)
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bridge.events import Customer, EventData, new_event
 from bridge.signing import verify_hmac
 
-from .base import Handshake, Outcome, PayloadError, WebhookRequest, require
+from .base import Handshake, Outcome, PayloadError, WebhookRequest, require, to_decimal
 
 EVENT_TYPES = {"payment.successful", "payment.failed", "transfer.completed", "transfer.failed"}
 HANDSHAKE_EVENT = "webhook.verification"
-
-
-def to_decimal(value: Any, field: str) -> Decimal:
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise PayloadError(f"{field} is not a number: {value!r}") from exc
-    if not amount.is_finite() or amount < 0:
-        raise PayloadError(f"{field} must be a non-negative number")
-    return amount
 
 
 class Moniepoint:

@@ -1,0 +1,177 @@
+"""A generic payment platform with a configurable signature scheme.
+
+Default: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature:
+v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`, `whsec_` secrets, 5-minute tolerance).
+Alternative: one header carrying an HMAC of the raw body (SHA-256 or -512, hex or base64,
+optional prefix such as `sha256=`). The scheme comes from `GENERIC_SIGNATURE_*` settings.
+
+Envelope `{"event": "payment.success", "data": {"transaction_id", "amount", "currency",
+"status", "customer": {"email", "name"}}}`; the customer is found by email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, cast
+
+from bridge.config import Settings, get_settings
+from bridge.events import Customer, EventData, new_event
+from bridge.signing import Algorithm, Encoding, verify_hmac, verify_standard_webhook
+
+from .base import (
+    Ignored,
+    Outcome,
+    PayloadError,
+    WebhookRequest,
+    json_object,
+    payload_fields,
+    require,
+    to_datetime,
+    to_decimal,
+)
+
+Scheme = Literal["standard-webhooks", "hmac"]
+SCHEMES: tuple[Scheme, ...] = ("standard-webhooks", "hmac")
+ALGORITHMS: tuple[Algorithm, ...] = ("sha256", "sha512")
+ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
+
+#: the platform's event -> canonical type
+EVENT_MAP = {
+    "payment.success": "payment.successful",
+    "payment.failed": "payment.failed",
+    "refund.processed": "refund.processed",
+    "transfer.success": "transfer.completed",
+    "transfer.failed": "transfer.failed",
+    "subscription.renew": "subscription.renewed",
+}
+
+
+def _choice(value: str, allowed: tuple[str, ...], setting: str) -> str:
+    normalised = value.strip().lower()
+    if normalised not in allowed:
+        raise ValueError(f"{setting} must be one of {', '.join(allowed)}; got {value!r}")
+    return normalised
+
+
+@dataclass(frozen=True)
+class SignatureScheme:
+    """How the generic source signs. Invalid values raise ValueError at construction."""
+
+    scheme: Scheme = "standard-webhooks"
+    header: str = "x-signature"
+    algorithm: Algorithm = "sha256"
+    encoding: Encoding = "hex"
+    prefix: str = ""
+    tolerance_seconds: int = 300
+
+    def __post_init__(self) -> None:
+        for value, allowed, setting in (
+            (self.scheme, SCHEMES, "generic_signature_scheme"),
+            (self.algorithm, ALGORITHMS, "generic_signature_algorithm"),
+            (self.encoding, ENCODINGS, "generic_signature_encoding"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{setting} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.scheme == "hmac" and not self.header.strip():
+            raise ValueError("generic_signature_header must name a header")
+        if self.tolerance_seconds <= 0:
+            raise ValueError("generic_timestamp_tolerance_seconds must be positive")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignatureScheme:
+        return cls(
+            scheme=cast(
+                Scheme,
+                _choice(settings.generic_signature_scheme, SCHEMES, "generic_signature_scheme"),
+            ),
+            header=settings.generic_signature_header.strip(),
+            algorithm=cast(
+                Algorithm,
+                _choice(
+                    settings.generic_signature_algorithm, ALGORITHMS, "generic_signature_algorithm"
+                ),
+            ),
+            encoding=cast(
+                Encoding,
+                _choice(
+                    settings.generic_signature_encoding, ENCODINGS, "generic_signature_encoding"
+                ),
+            ),
+            prefix=settings.generic_signature_prefix,
+            tolerance_seconds=settings.generic_timestamp_tolerance_seconds,
+        )
+
+
+class Generic:
+    name: ClassVar[str] = "generic"
+    secrets_setting: ClassVar[str] = "generic_webhook_secrets"
+    bad_signature_status: ClassVar[int] = 401
+
+    def __init__(self, scheme: SignatureScheme | None = None) -> None:
+        """`scheme=None` reads it from `get_settings()` on first use."""
+        self._scheme = scheme
+
+    @property
+    def scheme(self) -> SignatureScheme:
+        if self._scheme is None:
+            self._scheme = SignatureScheme.from_settings(get_settings())
+        return self._scheme
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
+        scheme = self.scheme
+        if scheme.scheme == "standard-webhooks":
+            verify_standard_webhook(
+                request.headers,
+                request.body,
+                secrets,
+                now=request.now,
+                tolerance=scheme.tolerance_seconds,
+            )
+            return
+        verify_hmac(
+            request.body,
+            request.headers.get(scheme.header.lower()),
+            secrets,
+            algorithm=scheme.algorithm,
+            encoding=scheme.encoding,
+            prefix=scheme.prefix,
+            header=scheme.header,
+        )
+
+    def parse(self, request: WebhookRequest) -> Outcome:
+        payload = json_object(request)
+        with payload_fields():
+            return self._parse(payload)
+
+    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+        event_type = str(payload.get("event") or "")
+        canonical = EVENT_MAP.get(event_type)
+        if canonical is None:
+            return Ignored(f"generic event {event_type!r} is not a notifiable event")
+        data = require(payload, "data")
+        if not isinstance(data, Mapping):
+            raise PayloadError("data must be an object")
+        customer = require(data, "customer")
+        event = EventData(
+            provider=self.name,
+            transaction_reference=str(require(data, "transaction_id")),
+            amount=to_decimal(require(data, "amount"), "data.amount"),
+            currency=str(data.get("currency") or "NGN").upper(),
+            customer=Customer(
+                email=str(require(customer, "email")),
+                name=customer.get("name"),
+            ),
+            reason=_reason(data, canonical),
+            description=data.get("description"),
+            channel=data.get("channel"),
+            occurred_at=to_datetime(data.get("created_at") or payload.get("timestamp")),
+            next_due_date=data.get("next_due_date") or data.get("next_billing_date"),
+        )
+        return [new_event(event, canonical)]
+
+
+def _reason(data: Mapping[str, Any], canonical: str) -> str | None:
+    if not canonical.endswith(".failed"):
+        return None
+    return str(data.get("reason") or data.get("failure_reason") or canonical.replace(".", " "))

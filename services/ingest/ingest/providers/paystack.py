@@ -1,0 +1,193 @@
+"""Paystack: `x-paystack-signature` = hex HMAC-SHA512 of the raw body, keyed with the secret key.
+
+Envelope `{"event": "...", "data": {...}}`. Amounts are in kobo (minor units) and become
+naira with two decimals. The customer look-up key is the email; transfers name the
+recipient's bank account instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from bridge.events import Customer, EventData, new_event
+from bridge.signing import verify_hmac
+
+from .base import (
+    Ignored,
+    Outcome,
+    PayloadError,
+    WebhookRequest,
+    customer_name,
+    json_object,
+    minor_to_decimal,
+    payload_fields,
+    require,
+    to_datetime,
+)
+
+#: Paystack event -> canonical type
+EVENT_MAP = {
+    "charge.success": "payment.successful",
+    "invoice.payment_failed": "payment.failed",
+    "transfer.success": "transfer.completed",
+    "transfer.failed": "transfer.failed",
+    "transfer.reversed": "transfer.reversed",
+    "refund.processed": "refund.processed",
+    "refund.failed": "refund.failed",
+    "subscription.create": "subscription.created",
+    "subscription.disable": "subscription.disabled",
+}
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _date(value: Any) -> str | None:
+    """`2026-02-20T07:00:00.000Z` -> `2026-02-20` (a due date is a day)."""
+    return value[:10] if isinstance(value, str) and len(value) >= 10 else None
+
+
+class Paystack:
+    name: ClassVar[str] = "paystack"
+    secrets_setting: ClassVar[str] = "paystack_secret_keys"
+    bad_signature_status: ClassVar[int] = 401
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
+        verify_hmac(
+            request.body,
+            request.headers.get("x-paystack-signature"),
+            secrets,
+            algorithm="sha512",
+            header="x-paystack-signature",
+        )
+
+    def parse(self, request: WebhookRequest) -> Outcome:
+        payload = json_object(request)
+        with payload_fields():
+            return self._parse(payload)
+
+    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+        event_type = str(payload.get("event") or "")
+        canonical = EVENT_MAP.get(event_type)
+        if canonical is None:
+            return Ignored(f"Paystack {event_type!r} is not a notifiable event")
+        data = require(payload, "data")
+        if not isinstance(data, Mapping):
+            raise PayloadError("data must be an object")
+        if event_type == "charge.success":
+            if str(data.get("status") or "success") != "success":
+                return Ignored(f"Paystack charge.success with status {data.get('status')!r}")
+            event = self._charge(data)
+        elif event_type == "invoice.payment_failed":
+            event = self._failed_invoice(data)
+        elif event_type.startswith("transfer."):
+            event = self._transfer(data, failed=event_type != "transfer.success")
+        elif event_type.startswith("refund."):
+            event = self._refund(data, failed=event_type == "refund.failed")
+        else:
+            event = self._subscription(data)
+        return [new_event(event, canonical)]
+
+    def _customer(self, data: Mapping[str, Any]) -> Customer:
+        customer = require(data, "customer")
+        return Customer(
+            email=str(require(customer, "email")),
+            name=customer_name(customer.get("first_name"), customer.get("last_name")),
+        )
+
+    def _charge(self, data: Mapping[str, Any]) -> EventData:
+        return EventData(
+            provider=self.name,
+            transaction_reference=str(require(data, "reference")),
+            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+            currency=str(data.get("currency") or "NGN").upper(),
+            customer=self._customer(data),
+            description=data.get("gateway_response"),
+            channel=data.get("channel"),
+            occurred_at=to_datetime(data.get("paid_at") or data.get("created_at")),
+        )
+
+    def _failed_invoice(self, data: Mapping[str, Any]) -> EventData:
+        """A subscription renewal that could not be charged."""
+        transaction = _mapping(data, "transaction")
+        subscription = _mapping(data, "subscription")
+        plan = _mapping(subscription, "plan")
+        reason = (
+            transaction.get("gateway_response")
+            or data.get("gateway_response")
+            or "subscription payment failed"
+        )
+        return EventData(
+            provider=self.name,
+            transaction_reference=str(require(data, "invoice_code")),
+            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+            currency=str(data.get("currency") or plan.get("currency") or "NGN").upper(),
+            customer=self._customer(data),
+            reason=str(reason),
+            description=data.get("description"),
+            channel="subscription",
+            occurred_at=to_datetime(data.get("created_at")),
+            next_due_date=_date(subscription.get("next_payment_date")),
+        )
+
+    def _transfer(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
+        recipient = require(data, "recipient")
+        details = _mapping(recipient, "details")
+        account = details.get("account_number")
+        email = recipient.get("email")
+        if not account and not email:
+            raise PayloadError("data.recipient has neither details.account_number nor email")
+        reason = None
+        if failed:
+            reason = str(data.get("gateway_response") or data.get("status") or "transfer failed")
+        return EventData(
+            provider=self.name,
+            transaction_reference=str(require(data, "reference")),
+            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+            currency=str(data.get("currency") or "NGN").upper(),
+            customer=Customer(
+                account_number=str(account) if account else None,
+                email=email or None,
+                name=recipient.get("name") or details.get("account_name"),
+            ),
+            reason=reason,
+            # Paystack's transfer `reason` is the narration given when the transfer was made.
+            description=data.get("reason"),
+            channel="transfer",
+            occurred_at=to_datetime(data.get("transferred_at") or data.get("updated_at")),
+        )
+
+    def _refund(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
+        original = require(data, "transaction_reference")
+        # One transaction may be refunded in parts: each refund is its own event.
+        reference = data.get("refund_reference") or data.get("id") or original
+        return EventData(
+            provider=self.name,
+            transaction_reference=str(reference),
+            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+            currency=str(data.get("currency") or "NGN").upper(),
+            customer=self._customer(data),
+            reason="refund failed" if failed else None,
+            description=f"refund of {original}",
+            occurred_at=to_datetime(data.get("updated_at") or data.get("created_at")),
+        )
+
+    def _subscription(self, data: Mapping[str, Any]) -> EventData:
+        plan = _mapping(data, "plan")
+        return EventData(
+            provider=self.name,
+            transaction_reference=str(require(data, "subscription_code")),
+            amount=minor_to_decimal(
+                data.get("amount") if data.get("amount") is not None else plan.get("amount"),
+                "data.amount",
+            ),
+            currency=str(plan.get("currency") or data.get("currency") or "NGN").upper(),
+            customer=self._customer(data),
+            description=plan.get("name"),
+            channel="subscription",
+            occurred_at=to_datetime(data.get("createdAt") or data.get("created_at")),
+            next_due_date=_date(data.get("next_payment_date")),
+        )

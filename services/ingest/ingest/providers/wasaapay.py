@@ -1,0 +1,109 @@
+"""WasaaPay: the signature is inside the body, `"signature": "sha256=<hex>"` = HMAC-SHA256 with
+the webhook secret over `JSON.stringify(payload without its signature field)`.
+
+The raw bytes cannot be what was signed (they contain the signature), so the payload is
+re-serialised like JavaScript (`js_stringify`: compact, key order kept, non-ASCII kept,
+`2000.0` written `2000`). Both SANDBOX and PRODUCTION environments are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import orjson
+
+from bridge.events import Customer, EventData, new_event
+from bridge.signing import SignatureError, js_stringify, verify_hmac
+
+from .base import (
+    Ignored,
+    Outcome,
+    PayloadError,
+    WebhookRequest,
+    json_object,
+    payload_fields,
+    phone_digits,
+    require,
+    to_datetime,
+    to_decimal,
+)
+
+SIGNATURE_FIELD = "signature"
+SIGNATURE_PREFIX = "sha256="
+
+#: WasaaPay event -> canonical type (the *.initiated events are ignored)
+EVENT_MAP = {
+    "deposit.completed": "deposit.completed",
+    "deposit.failed": "deposit.failed",
+    "withdrawal.completed": "withdrawal.completed",
+    "withdrawal.failed": "withdrawal.failed",
+    "transfer.completed": "transfer.completed",
+    "transfer.failed": "transfer.failed",
+    "bill.completed": "bill.completed",
+    "bill.failed": "bill.failed",
+}
+
+
+def signed_message(payload: Mapping[str, Any]) -> bytes:
+    """What WasaaPay signs: JSON.stringify of the payload without its signature field."""
+    unsigned = {key: value for key, value in payload.items() if key != SIGNATURE_FIELD}
+    return js_stringify(unsigned).encode()
+
+
+class WasaaPay:
+    name: ClassVar[str] = "wasaapay"
+    secrets_setting: ClassVar[str] = "wasaapay_webhook_secrets"
+    bad_signature_status: ClassVar[int] = 401
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
+        try:
+            payload = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            raise SignatureError("body is not JSON, so it carries no signature field") from exc
+        if not isinstance(payload, Mapping):
+            raise SignatureError("body is not a JSON object, so it carries no signature field")
+        signature = payload.get(SIGNATURE_FIELD)
+        if signature is not None and not isinstance(signature, str):
+            raise SignatureError("the body's signature field is not a string")
+        verify_hmac(
+            signed_message(payload),
+            signature,
+            secrets,
+            prefix=SIGNATURE_PREFIX,
+            header="signature field",
+        )
+
+    def parse(self, request: WebhookRequest) -> Outcome:
+        payload = json_object(request)
+        with payload_fields():
+            return self._parse(payload)
+
+    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+        event_type = str(payload.get("event") or "")
+        canonical = EVENT_MAP.get(event_type)
+        if canonical is None:
+            return Ignored(f"WasaaPay {event_type!r} is not a notifiable event")
+        data = require(payload, "data")
+        if not isinstance(data, Mapping):
+            raise PayloadError("data must be an object")
+        customer = require(data, "customer")
+        phone = phone_digits(customer.get("phone"))
+        email = customer.get("email") or None
+        if not phone and not email:
+            raise PayloadError("data.customer has neither an international phone nor an email")
+        reason = None
+        if canonical.endswith(".failed"):
+            reason = str(data.get("reason") or f"{event_type.partition('.')[0]} failed")
+        event = EventData(
+            provider=self.name,
+            transaction_reference=str(require(data, "transactionId")),
+            amount=to_decimal(require(data, "amount"), "data.amount"),
+            currency=str(require(data, "currency")).upper(),
+            customer=Customer(phone=phone, email=email, name=customer.get("name")),
+            reason=reason,
+            description=data.get("biller") or data.get("description"),
+            channel=event_type.partition(".")[0],
+            occurred_at=to_datetime(payload.get("timestamp")),
+        )
+        return [new_event(event, canonical)]

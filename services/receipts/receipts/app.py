@@ -1,0 +1,256 @@
+"""The receipts service: Siteti's delivery webhooks into the audit trail, and the trail read back.
+
+A webhook is acknowledged only after its audit row (and the row's outbox copy) has committed,
+so an answer of 200 means stored; everything else makes Siteti retry, and the event id makes
+the retry harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from bridge import audit
+from bridge.config import Settings
+from bridge.db import connect
+from bridge.kafka import new_producer
+from bridge.logs import get_logger
+from bridge.metrics import RECEIPTS, render
+from bridge.signing import SignatureError, verify_siteti_webhook
+
+from .status import summarize
+from .webhooks import STAGE_BY_TYPE, Receipt, UnknownType, WebhookError, parse_webhook
+
+log = get_logger(__name__)
+
+# Longer than this and Siteti's own request has likely timed out: give up and let it retry.
+DB_TIMEOUT_SECONDS = 10.0
+READY_TIMEOUT_SECONDS = 2.0
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class Runtime:
+    """The process's connections, set by the lifespan; requests only run once it has."""
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.kafka_task: asyncio.Task[None] | None = None
+        # Why the producer is not started yet, for /readyz.
+        self.kafka_error = "producer not started"
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the receipts service has not started")
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+
+async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> AIOKafkaProducer:
+    """Start a producer, retrying with backoff: webhooks are stored while Kafka is away, and
+    the outbox holds their audit records until it is back."""
+    delay = 0.5
+    while True:
+        producer: AIOKafkaProducer | None = None
+        try:
+            producer = new_producer(bootstrap_servers)
+            await producer.start()
+            return producer
+        except asyncio.CancelledError:
+            if producer is not None:
+                await producer.stop()
+            raise
+        except Exception as exc:  # any failure, even a missing codec, is retried and reported
+            runtime.kafka_error = repr(exc)
+            log.warning("kafka_unavailable", error=repr(exc), retry_in_seconds=delay)
+            if producer is not None:
+                # Closing a half-started producer must not end the retry loop.
+                with suppress(Exception):
+                    await producer.stop()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+async def _relay(runtime: Runtime, bootstrap_servers: str) -> None:
+    runtime.producer = await _start_producer(runtime, bootstrap_servers)
+    await audit.OutboxRelay(runtime.pool, runtime.producer).run()
+
+
+def _type_label(event_type: str | None) -> str:
+    # Bounded label values: a type this version does not know is counted as "other".
+    if event_type is None:
+        return "unknown"
+    return event_type if event_type in STAGE_BY_TYPE else "other"
+
+
+def _answer(
+    status: int, body: dict[str, Any], event_type: str | None, outcome: str
+) -> JSONResponse:
+    RECEIPTS.labels(_type_label(event_type), outcome).inc()
+    return JSONResponse(body, status_code=status)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    # The declared length may be absent (chunked) or wrong: count what actually arrives.
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+async def _store(pool: asyncpg.Pool, receipt: Receipt) -> bool:
+    """Store a receipt once; False when its event id was already stored (a redelivery)."""
+    async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+        async with pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO siteti_webhook_events (event_id, type, reference)"
+                " VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING RETURNING true",
+                receipt.event_id,
+                receipt.type,
+                receipt.reference,
+            )
+            if not inserted:
+                return False
+            await audit.record(
+                conn,
+                reference=receipt.reference,
+                stage=receipt.stage,
+                source="receipts",
+                occurred_at=receipt.occurred_at,
+                detail=receipt.detail,
+            )
+    return True
+
+
+def create_app(settings: Settings) -> FastAPI:
+    runtime = Runtime()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.pool = await connect(settings.database_url)
+        runtime.kafka_task = asyncio.create_task(
+            _relay(runtime, settings.kafka_bootstrap_servers), name="receipts-outbox-relay"
+        )
+        try:
+            yield
+        finally:
+            runtime.kafka_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await runtime.kafka_task
+            if runtime.producer is not None:
+                await runtime.producer.stop()
+            await runtime.pool.close()
+
+    app = FastAPI(title="siteti-bridge receipts", lifespan=lifespan)
+    app.state.runtime = runtime
+
+    @app.post("/siteti/webhooks")
+    async def siteti_webhook(request: Request) -> JSONResponse:
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except _TooLarge:
+            limit = settings.max_body_bytes
+            return _answer(413, {"error": f"body is larger than {limit} bytes"}, None, "too_large")
+        try:
+            verify_siteti_webhook(
+                request.headers.get("x-siteti-signature"), body, settings.siteti_webhook_secrets
+            )
+        except SignatureError as exc:
+            log.warning(
+                "siteti_webhook_rejected",
+                category="security",
+                reason=str(exc),
+                client_ip=request.client.host if request.client else None,
+            )
+            return _answer(401, {"error": str(exc)}, None, "rejected")
+        try:
+            receipt = parse_webhook(body, header_event_id=request.headers.get("x-siteti-event-id"))
+        except UnknownType as exc:
+            # Acknowledged so Siteti stops retrying an event this version cannot use.
+            log.info("siteti_webhook_ignored", reason=str(exc))
+            return _answer(200, {"status": "ignored"}, "other", "ignored")
+        except WebhookError as exc:
+            log.warning("siteti_webhook_invalid", status=exc.status, reason=str(exc))
+            return _answer(exc.status, {"error": str(exc)}, None, "invalid")
+        try:
+            stored = await _store(runtime.pool, receipt)
+        except _DB_ERRORS as exc:
+            log.error("siteti_webhook_store_failed", event_id=receipt.event_id, error=repr(exc))
+            return _answer(503, {"error": "storage unavailable, retry"}, receipt.type, "error")
+        if not stored:
+            return _answer(200, {"status": "duplicate"}, receipt.type, "duplicate")
+        log.info(
+            "siteti_webhook_stored",
+            event_id=receipt.event_id,
+            type=receipt.type,
+            reference=receipt.reference,
+        )
+        return _answer(200, {"status": "stored"}, receipt.type, "stored")
+
+    @app.get("/audit/{reference:path}")
+    async def audit_trail(reference: str) -> JSONResponse:
+        try:
+            entries = await audit.history(runtime.pool, reference)
+        except _DB_ERRORS as exc:
+            log.error("audit_read_failed", error=repr(exc))
+            return JSONResponse({"error": "storage unavailable"}, status_code=503)
+        if not entries:
+            return JSONResponse({"error": f"no audit record for {reference}"}, status_code=404)
+        events = [
+            {
+                "stage": e["stage"],
+                "source": e["source"],
+                "occurred_at": e["occurred_at"].isoformat(),
+                "recorded_at": e["recorded_at"].isoformat(),
+                "detail": e["detail"],
+            }
+            for e in entries
+        ]
+        status = summarize([e["stage"] for e in entries])
+        return JSONResponse({"reference": reference, "status": status, "events": events})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        failed: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await runtime.pool.fetchval("SELECT 1")
+        except (*_DB_ERRORS, RuntimeError) as exc:
+            failed["postgres"] = repr(exc)
+        if runtime.producer is None:
+            failed["kafka"] = runtime.kafka_error
+        if failed:
+            return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        content, content_type = render()
+        return Response(content, media_type=content_type)
+
+    return app

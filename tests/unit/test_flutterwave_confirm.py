@@ -1,0 +1,249 @@
+"""Flutterwave "verify before process": `confirm` against the stand-in, over real HTTP."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from bridge.config import Settings
+from bridge.events import CanonicalEvent
+from bridge.signing import SignatureError
+from ingest.flutterwave_standin import create_app
+from ingest.providers.base import ConfirmationUnavailable, Confirming, WebhookRequest
+from ingest.providers.flutterwave import Flutterwave
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "providers" / "flutterwave"
+SECRET_KEY = "FLWSECK_TEST-standin-0001"
+VECTORS_PATH = Path(__file__).parents[2].parent / "shared/contracts/signature-vectors.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def standin_url() -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(SECRET_KEY), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the Flutterwave stand-in did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+async def client(standin_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        await http.delete(f"{standin_url}/_standin/transactions")
+        yield http
+
+
+@pytest.fixture
+def settings(standin_url: str) -> Settings:
+    return Settings(flutterwave_api_base_url=standin_url, flutterwave_secret_key=SECRET_KEY)
+
+
+def webhook(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return result
+
+
+def events_of(payload: dict[str, Any]) -> list[CanonicalEvent]:
+    outcome = Flutterwave().parse(WebhookRequest(json.dumps(payload).encode(), {}))
+    assert isinstance(outcome, list)
+    return outcome
+
+
+def verify_answer(payload: dict[str, Any]) -> dict[str, Any]:
+    """What Flutterwave's verify endpoint answers for the webhook's transaction."""
+    data = copy.deepcopy(payload["data"])
+    data.update({"amount_settled": data["amount"] - 105, "meta": None})
+    return {"status": "success", "message": "Transaction fetched successfully", "data": data}
+
+
+async def register(client: httpx.AsyncClient, url: str, answer: dict[str, Any]) -> None:
+    response = await client.post(f"{url}/_standin/transactions", json=answer)
+    assert response.status_code == 201, response.text
+
+
+def test_flutterwave_is_confirming() -> None:
+    assert isinstance(Flutterwave(), Confirming)
+
+
+@pytest.mark.parametrize("name", ["charge_completed_successful", "charge_completed_failed"])
+async def test_confirmed_when_flutterwave_agrees(
+    client: httpx.AsyncClient, standin_url: str, settings: Settings, name: str
+) -> None:
+    payload = webhook(name)
+    await register(client, standin_url, verify_answer(payload))
+    await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+async def test_the_contract_vector_is_confirmed(
+    client: httpx.AsyncClient, standin_url: str, settings: Settings
+) -> None:
+    vector = next(
+        v
+        for v in json.loads(VECTORS_PATH.read_text())["vectors"]
+        if v["provider"] == "flutterwave" and "verif-hash" in v["headers"]
+    )
+    payload = json.loads(vector["body"])
+    await register(client, standin_url, verify_answer(payload))
+    request = WebhookRequest(vector["body"].encode(), {"verif-hash": vector["secret"]})
+    Flutterwave().verify(request, [vector["secret"]])
+    outcome = Flutterwave().parse(request)
+    assert isinstance(outcome, list)
+    await Flutterwave().confirm(outcome, client, settings)
+    # verif-hash does not bind the body: one byte changed passes verify, and confirm catches it.
+    forged_body = vector["body"].replace('"amount": 7500', '"amount": 7600', 1)
+    forged = WebhookRequest(forged_body.encode(), {"verif-hash": vector["secret"]})
+    Flutterwave().verify(forged, [vector["secret"]])
+    forged_events = Flutterwave().parse(forged)
+    assert isinstance(forged_events, list)
+    with pytest.raises(SignatureError, match="amount"):
+        await Flutterwave().confirm(forged_events, client, settings)
+
+
+def tweak(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    answer = verify_answer(payload)
+    answer["data"].update(changes)
+    return answer
+
+
+MISMATCHES = [
+    ("status", {"status": "failed"}),
+    ("status", {"status": "pending"}),
+    ("tx_ref", {"tx_ref": "Links-000000000000"}),
+    ("amount", {"amount": 75}),
+    ("currency", {"currency": "USD"}),
+    ("customer email", {"customer": {"id": 1, "email": "someone-else@example.com"}}),
+]
+
+
+@pytest.mark.parametrize(("field", "changes"), MISMATCHES, ids=[m[0] for m in MISMATCHES])
+async def test_mismatch_is_a_security_alert(
+    client: httpx.AsyncClient,
+    standin_url: str,
+    settings: Settings,
+    field: str,
+    changes: dict[str, Any],
+) -> None:
+    payload = webhook("charge_completed_successful")
+    await register(client, standin_url, tweak(payload, **changes))
+    with pytest.raises(SignatureError, match=field):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+async def test_failed_charge_claimed_successful_is_refused(
+    client: httpx.AsyncClient, standin_url: str, settings: Settings
+) -> None:
+    genuine = webhook("charge_completed_failed")
+    await register(client, standin_url, verify_answer(genuine))
+    forged = copy.deepcopy(genuine)
+    forged["data"]["status"] = "successful"
+    with pytest.raises(SignatureError, match="status"):
+        await Flutterwave().confirm(events_of(forged), client, settings)
+
+
+async def test_unknown_transaction_is_a_security_alert(
+    client: httpx.AsyncClient, standin_url: str, settings: Settings
+) -> None:
+    payload = webhook("charge_completed_successful")
+    with pytest.raises(SignatureError, match="No transaction was found for this id"):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+async def test_error_status_in_the_answer_is_a_security_alert(
+    client: httpx.AsyncClient, standin_url: str, settings: Settings
+) -> None:
+    payload = webhook("charge_completed_successful")
+    answer = verify_answer(payload)
+    answer["status"] = "error"
+    answer["message"] = "Transaction not verified"
+    await register(client, standin_url, answer)
+    with pytest.raises(SignatureError, match="not verified"):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+async def test_transfers_are_not_confirmed_through_transactions(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    # Nothing is registered: a transfer must not be looked up as a charge.
+    await Flutterwave().confirm(
+        events_of(webhook("transfer_completed_successful")), client, settings
+    )
+
+
+async def test_wrong_secret_key_is_unavailable_not_forgery(
+    client: httpx.AsyncClient, standin_url: str
+) -> None:
+    payload = webhook("charge_completed_successful")
+    await register(client, standin_url, verify_answer(payload))
+    settings = Settings(flutterwave_api_base_url=standin_url, flutterwave_secret_key="FLWSECK-x")
+    with pytest.raises(ConfirmationUnavailable, match="401"):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+async def test_missing_secret_key_is_unavailable(
+    client: httpx.AsyncClient, standin_url: str
+) -> None:
+    settings = Settings(flutterwave_api_base_url=standin_url, flutterwave_secret_key="")
+    with pytest.raises(ConfirmationUnavailable, match="flutterwave_secret_key"):
+        await Flutterwave().confirm(
+            events_of(webhook("charge_completed_successful")), client, settings
+        )
+
+
+async def test_unreachable_api_is_unavailable(client: httpx.AsyncClient) -> None:
+    settings = Settings(
+        flutterwave_api_base_url=f"http://127.0.0.1:{free_port()}", flutterwave_secret_key="k"
+    )
+    with pytest.raises(ConfirmationUnavailable, match="failed"):
+        await Flutterwave().confirm(
+            events_of(webhook("charge_completed_successful")), client, settings
+        )
+
+
+async def test_standin_contract(client: httpx.AsyncClient, standin_url: str) -> None:
+    auth = {"Authorization": f"Bearer {SECRET_KEY}"}
+    unknown = await client.get(f"{standin_url}/v3/transactions/1/verify", headers=auth)
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "status": "error",
+        "message": "No transaction was found for this id",
+        "data": None,
+    }
+    # Registering just the data object wraps it in a success answer.
+    created = await client.post(
+        f"{standin_url}/_standin/transactions", json={"id": 1, "status": "successful"}
+    )
+    assert created.status_code == 201
+    found = await client.get(f"{standin_url}/v3/transactions/1/verify", headers=auth)
+    assert found.status_code == 200
+    assert found.json()["status"] == "success"
+    assert found.json()["data"] == {"id": 1, "status": "successful"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": SECRET_KEY}):
+        refused = await client.get(f"{standin_url}/v3/transactions/1/verify", headers=headers)
+        assert refused.status_code == 401
+    bad = await client.post(f"{standin_url}/_standin/transactions", json={"status": "x"})
+    assert bad.status_code == 400
