@@ -15,9 +15,10 @@ from decimal import Decimal
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 SCHEMA_VERSION = "1"
+Priority = Literal["transactional", "bulk"]
 
 # Canonical event types. A successful payment from any provider is `payment.successful`.
 # Provider event names are mapped onto these (docs: the provider mapping table); keep the set
@@ -94,6 +95,8 @@ class EventData(BaseModel):
     channel: str | None = None
     occurred_at: datetime | None = None
     next_due_date: str | None = None
+    # Source-specific facts a template may use (biller, order_id, property, due_date…).
+    details: dict[str, str] = Field(default_factory=dict)
 
     @field_serializer("amount")
     def _amount(self, value: Decimal) -> str:
@@ -113,6 +116,9 @@ class CanonicalEvent(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str
     dataversion: str = SCHEMA_VERSION
+    # CloudEvents extension: confirmations go before bulk work (reminders, polled rows)
+    # when both wait for the same Siteti budget.
+    priority: Priority = "transactional"
     data: EventData
 
     @property
@@ -138,7 +144,11 @@ class CanonicalEvent(BaseModel):
 
 
 def new_event(
-    data: EventData, event_type: str, *, received_at: datetime | None = None
+    data: EventData,
+    event_type: str,
+    *,
+    received_at: datetime | None = None,
+    priority: Priority = "transactional",
 ) -> CanonicalEvent:
     """Wrap `data` as a CloudEvent. The id is derived from the dedupe identity, so a
     provider's redelivery produces the same id (consumers may dedupe on it)."""
@@ -154,6 +164,7 @@ def new_event(
         time=received_at or data.occurred_at or datetime.now(UTC),
         dataschema=f"urn:siteti-bridge:schema:{event_type}:v{SCHEMA_VERSION}",
         data=data,
+        priority=priority,
     )
 
 
