@@ -84,8 +84,14 @@ async def history(pool: asyncpg.Pool, reference: str) -> list[dict[str, Any]]:
         reference,
     )
     entries = [dict(row) for row in rows]
-    # Siteti's webhooks are not ordered: sort by time, then by the stage's natural rank.
-    entries.sort(key=lambda e: (e["occurred_at"], STAGE_RANK.get(e["stage"], len(STAGES))))
+    # Siteti's webhooks are not ordered and carry whole seconds: sort by the second, then by
+    # the stage's natural rank (so a 'dispatched' at .4 s stays before a 'sent' stamped .0 s).
+    entries.sort(
+        key=lambda e: (
+            e["occurred_at"].replace(microsecond=0),
+            STAGE_RANK.get(e["stage"], len(STAGES)),
+        )
+    )
     return entries
 
 
