@@ -79,11 +79,53 @@ class Settings(BaseSettings):
 
     # Dispatcher
     dispatcher_lanes: int = 16
+    # On SIGTERM, in-flight events get this long to finish before they are handed back.
+    dispatcher_shutdown_grace_seconds: float = 20.0
     dedupe_ttl_seconds: int = 7 * 24 * 3600
-    dedupe_lease_seconds: int = 120
+    # A crashed instance's events are taken over after this; live ones renew every third.
+    dedupe_lease_seconds: int = 30
     customer_cache_ttl_seconds: int = 300
     missing_contact_wait_seconds: float = 5.0
     default_country: str = "NG"
+
+    # Dead-letter store (issue 4): seconds between the retrier's rounds (due `pending` entries,
+    # templates approved since, customers given a number since).
+    dlq_retry_interval_seconds: float = 60
+    # Bearer tokens for the dispatcher's admin HTTP API (/dlq…); none = the API is disabled.
+    admin_api_tokens: SecretList = Field(default_factory=list)
+
+    # Sources without webhooks (ingest.sources; docs in ingest/sources/poller.py, filedrop.py).
+    # The poller's query (a view or SELECT) whose rows become events; required to run it.
+    poller_query: str = ""
+    # The database that query runs on (read-only); empty = DATABASE_URL. Tracking stays there.
+    poller_database_url: str = ""
+    # The provider name of polled rows: event subject `<name>:<reference>`, the tracking key.
+    poller_source_name: str = "dbpoll"
+    # Seconds from the start of one poll to the start of the next.
+    poller_interval_seconds: float = 120.0
+    # A row claimed by a poller that died before marking it is re-claimed after this long.
+    poller_lease_seconds: float = 300.0
+    # Rows claimed, published and marked together (the unit a SIGTERM lets finish).
+    poller_batch_size: int = 200
+    # The legacy file drop's inbox; processed/ and failed/ are created inside it.
+    filedrop_dir: str = ".stack/filedrop/inbox"
+    # Seconds between directory scans.
+    filedrop_poll_seconds: float = 2.0
+    # A file is read only once its size and mtime are unchanged for two scans and this long.
+    filedrop_settle_seconds: float = 2.0
+    # "HH:MM[,HH:MM…]" in FILEDROP_TIMEZONE: scan only then; empty = as files arrive.
+    filedrop_schedule: str = ""
+    filedrop_timezone: str = "Africa/Lagos"
+    # Column overrides, "field=column|alternative,…" (defaults in ingest.sources.filedrop).
+    filedrop_columns: str = ""
+    # A row's status → canonical event type; an empty type means "send nothing" (skipped).
+    filedrop_status_types: str = "overdue=rent.overdue,due_soon=rent.reminder,paid=,current="
+    # Text encoding of CSV exports (XML declares its own).
+    filedrop_encoding: str = "utf-8-sig"
+    # Larger files are moved to failed/ unread.
+    filedrop_max_bytes: int = 50 * 1024 * 1024
+    # A file claimed by a watcher that died mid-file is re-claimed after this long.
+    filedrop_lease_seconds: float = 300.0
 
     log_level: str = "INFO"
 
@@ -96,6 +138,7 @@ class Settings(BaseSettings):
         "wasaapay_webhook_secrets",
         "openmarket_private_keys",
         "generic_webhook_secrets",
+        "admin_api_tokens",
         mode="before",
     )
     @classmethod

@@ -25,6 +25,12 @@ EVENT_TO_SEND = Histogram(
     "Canonical event time on Kafka to Siteti acceptance",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+GOVERNOR_WAIT = Histogram(
+    "bridge_governor_wait_seconds",
+    "Time a Siteti call waited for its slot under the shared rate limit",
+    ["priority"],
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
 DEAD_LETTERS = Counter(
     "bridge_dead_letters_total", "Events sent to the dead-letter store", ["reason"]
 )

@@ -29,6 +29,7 @@ from bridge.metrics import EVENTS_PROCESSED, render
 
 from .dedupe import Dedupe
 from .directory import Directory
+from .governor import Governor, GovernorConfig
 from .lanes import Lanes
 from .pipeline import Dispatcher
 from .retry import RetryPolicy
@@ -38,6 +39,8 @@ from .siteti import SitetiClient
 log = get_logger("dispatcher")
 settings: Settings = get_settings()
 INSTANCE = os.environ.get("DISPATCHER_INSTANCE", f"{socket.gethostname()}-{os.getpid()}")
+DATADIR = Path(os.environ.get("DISPATCHER_DATADIR", f".stack/faust/{INSTANCE}"))
+DATADIR.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
 
 app = faust.App(
     # The consumer group: every instance of one deployment shares it.
@@ -48,7 +51,7 @@ app = faust.App(
     web_port=settings.dispatcher_metrics_port,
     web_bind=os.environ.get("DISPATCHER_HOST", "127.0.0.1"),
     web_host=os.environ.get("DISPATCHER_HOST", "127.0.0.1"),
-    datadir=os.environ.get("DISPATCHER_DATADIR", f".stack/faust/{INSTANCE}"),
+    datadir=str(DATADIR),
     # Stateless: all state lives in Redis and PostgreSQL, so no tables and no leader topic.
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
@@ -89,6 +92,7 @@ async def runtime() -> Runtime:
                 settings.siteti_base_url,
                 settings.siteti_api_key,
                 settings.siteti_signing_secret,
+                Governor(redis, GovernorConfig(settings.siteti_rate_limit_per_minute)),
             ),
             dedupe=Dedupe(
                 redis,
@@ -108,29 +112,28 @@ async def runtime() -> Runtime:
     return _runtime
 
 
-async def process(record: Any) -> None:
-    """Settle one Kafka record. Infrastructure failures (PostgreSQL, Redis down) are retried
-    here until they pass: the record is never acked unsettled."""
-    rt = await runtime()
+def parse(record: Any) -> CanonicalEvent | None:
     try:
-        event = CanonicalEvent.from_json(record.value)
+        return CanonicalEvent.from_json(record.value)
     except ValidationError as exc:
+        # Not ours to fix here: the producer that wrote it must. Counted, logged, skipped.
         EVENTS_PROCESSED.labels("invalid", "rejected").inc()
         log.error("invalid_canonical_event", offset=record.message.offset, error=str(exc)[:500])
-        return
+        return None
+
+
+async def process(event: CanonicalEvent) -> None:
+    """Settle one event. Infrastructure failures (PostgreSQL, Redis down) are retried here
+    until they pass: an event is never acked unsettled."""
+    rt = await runtime()
     delay = 0.5
     while True:
         try:
             await rt.dispatcher.handle(event)
             return
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.error(
-                "infrastructure_error_retrying",
-                reference=event.reference,
-                error=repr(exc),
-                delay=delay,
-            )
-        except Exception as exc:
+            log.error("infrastructure_error_retrying", reference=event.reference, error=repr(exc))
+        except Exception as exc:  # a bug must not drop the event: log and retry
             log.exception("unexpected_error_retrying", reference=event.reference, error=repr(exc))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
@@ -139,12 +142,22 @@ async def process(record: Any) -> None:
 @app.agent(events_topic)
 async def dispatch(stream: AsyncIterable[Any]) -> None:
     await runtime()
-    lanes = Lanes(settings.dispatcher_lanes, process)
+    # Separate lanes per priority: a reminder waiting for budget never holds up a payment
+    # confirmation queued behind it; within a priority, one customer's events keep their order.
+    lanes = {
+        "transactional": Lanes(settings.dispatcher_lanes, process),
+        "bulk": Lanes(max(1, settings.dispatcher_lanes // 4), process, depth=1000),
+    }
     try:
         async for record in stream.noack().events():  # type: ignore[attr-defined]
-            await lanes.submit(record)
+            event = parse(record)
+            if event is None:
+                record.ack()
+                continue
+            await lanes[event.priority].submit(record.key, event, record.ack)
     finally:
-        await lanes.drain()
+        grace = settings.dispatcher_shutdown_grace_seconds
+        await asyncio.gather(*(pool.drain(grace) for pool in lanes.values()))
 
 
 @app.page("/healthz")

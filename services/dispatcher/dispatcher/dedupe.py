@@ -6,6 +6,9 @@ instance takes the event over; the Idempotency-Key makes that second attempt saf
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Literal, cast
 
 from redis.asyncio import Redis
@@ -29,6 +32,11 @@ if current == 'done' or current == 'parked' then return current end
 return 'busy'
 """
 
+_DELETE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _SET_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -45,6 +53,8 @@ class Dedupe:
         self._ttl = ttl_seconds
         self._reserve = redis.register_script(_RESERVE)
         self._set_if_owner = redis.register_script(_SET_IF_OWNER)
+        self._delete_if_owner = redis.register_script(_DELETE_IF_OWNER)
+        self.lease_seconds = lease_seconds
 
     @staticmethod
     def key(dedupe_key: str) -> str:
@@ -59,6 +69,29 @@ class Dedupe:
     async def confirm(self, dedupe_key: str) -> None:
         """The message is sent: every later copy of this event is a duplicate."""
         await self._redis.set(self.key(dedupe_key), DONE, ex=self._ttl)
+
+    async def release(self, dedupe_key: str, owner: str) -> None:
+        """Hand an unfinished event back (shutdown): the next instance need not wait out the
+        lease, and the Idempotency-Key makes its attempt safe if ours reached Siteti."""
+        await self._delete_if_owner(keys=[self.key(dedupe_key)], args=[owner])
+
+    @asynccontextmanager
+    async def held(self, dedupe_key: str, owner: str) -> AsyncIterator[None]:
+        """Renew the lease while the body runs; release it if the body is cancelled."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease_seconds / 3)
+                await self.reserve(dedupe_key, owner)
+
+        heartbeat = asyncio.create_task(renew())
+        try:
+            yield
+        except asyncio.CancelledError:
+            await asyncio.shield(self.release(dedupe_key, owner))
+            raise
+        finally:
+            heartbeat.cancel()
 
     async def park(self, dedupe_key: str, owner: str) -> None:
         await self._set_if_owner(keys=[self.key(dedupe_key)], args=[owner, PARKED, self._ttl])

@@ -44,7 +44,6 @@ class Dispatcher:
     policy: RetryPolicy
     instance_id: str
     missing_contact_wait_seconds: float = 5.0
-    lease_seconds: int = 120
 
     async def handle(self, event: CanonicalEvent) -> str:
         """Process one event from the events topic; returns the outcome's name."""
@@ -69,7 +68,12 @@ class Dispatcher:
         return await self.deliver(event)
 
     async def deliver(self, event: CanonicalEvent) -> str:
-        """Send the event's message; the caller holds its dedupe lease."""
+        """Send the event's message; the caller holds its dedupe lease, which is kept alive
+        here for as long as it takes (governor queue, retries)."""
+        async with self.dedupe.held(event.dedupe_key, self.instance_id):
+            return await self._deliver(event)
+
+    async def _deliver(self, event: CanonicalEvent) -> str:
         customer = await self._find_customer(event)
         if customer is None or customer.phone is None:
             return await self._dead_letter(
@@ -95,6 +99,7 @@ class Dispatcher:
                     variables=choice.variables,
                     reference=event.reference,
                     idempotency_key=stable_key("trigger", event.dedupe_key),
+                    priority=event.priority,
                 ),
             )
         except SitetiError as exc:
@@ -134,6 +139,7 @@ class Dispatcher:
                 customer.name,
                 attributes,
                 stable_key("contact", customer.phone or "", customer.name or "", customer.tier),
+                event.priority,
             ),
         )
         await self.directory.remember_contact(customer, contact_id)
@@ -155,8 +161,6 @@ class Dispatcher:
                     delay=round(delay, 3),
                     error=str(exc),
                 )
-                # Keep our lease while we wait, so no other instance takes the event over.
-                await self.dedupe.reserve(event.dedupe_key, self.instance_id)
                 await asyncio.sleep(delay)
                 retry += 1
 

@@ -11,9 +11,11 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from bridge.metrics import SITETI_CALLS, SITETI_LATENCY
+from bridge.events import Priority
+from bridge.metrics import GOVERNOR_WAIT, SITETI_CALLS, SITETI_LATENCY
 from bridge.signing import sign_siteti_request
 
+from .governor import Governor
 from .retry import is_transient
 
 
@@ -64,14 +66,19 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
 
 class SitetiClient:
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, api_key: str, signing_secret: str
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        signing_secret: str,
+        governor: Governor | None = None,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._base_path = urlsplit(self._base_url).path
         self._api_key = api_key
         self._signing_secret = signing_secret
-        self.last_rate_limit = RateLimit(None, None, None)
+        self._governor = governor
 
     async def request(
         self,
@@ -80,8 +87,11 @@ class SitetiClient:
         path: str,
         body: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        priority: Priority = "transactional",
     ) -> Answer:
         raw = orjson.dumps(body) if body is not None else b""
+        if self._governor is not None:
+            GOVERNOR_WAIT.labels(priority).observe(await self._governor.acquire(priority))
         timestamp = int(time.time())
         headers = {
             "Authorization": f"Bearer {self._api_key}",
@@ -112,19 +122,24 @@ class SitetiClient:
             _int_header(response.headers, "x-ratelimit-remaining"),
             _int_header(response.headers, "x-ratelimit-reset"),
         )
-        self.last_rate_limit = rate_limit
+        if self._governor is not None:
+            await self._governor.observe(rate_limit.remaining, rate_limit.reset_at)
         try:
             payload = response.json() if response.content else {}
         except ValueError:
             payload = {"error": {"code": "bad_response", "message": response.text[:200]}}
         if response.status_code >= 400:
             error = payload.get("error", {}) if isinstance(payload, dict) else {}
-            retry_after = response.headers.get("retry-after")
+            header = response.headers.get("retry-after", "")
+            retry_after = float(header) if header.isdigit() else None
+            if retry_after and self._governor is not None and response.status_code in (429, 503):
+                # Siteti said "not now" to us: it means every instance.
+                await self._governor.pause(retry_after)
             raise SitetiError(
                 response.status_code,
                 str(error.get("code", f"http_{response.status_code}")),
                 str(error.get("message", "")),
-                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+                retry_after=retry_after,
                 detail=error,
             )
         return Answer(
@@ -135,12 +150,19 @@ class SitetiClient:
         )
 
     async def upsert_contact(
-        self, phone: str, name: str | None, attributes: dict[str, str], idempotency_key: str
+        self,
+        phone: str,
+        name: str | None,
+        attributes: dict[str, str],
+        idempotency_key: str,
+        priority: Priority = "transactional",
     ) -> str:
         body: dict[str, Any] = {"phone": phone, "attributes": attributes}
         if name:
             body["name"] = name
-        answer = await self.request("upsert_contact", "PUT", "/contacts", body, idempotency_key)
+        answer = await self.request(
+            "upsert_contact", "PUT", "/contacts", body, idempotency_key, priority
+        )
         return str(answer.body["contact_id"])
 
     async def trigger_template(
@@ -152,13 +174,13 @@ class SitetiClient:
         variables: dict[str, str],
         reference: str,
         idempotency_key: str,
+        priority: Priority = "transactional",
     ) -> Answer:
         body: dict[str, Any] = {"to": to, "variables": variables, "reference": reference}
         if contact_id:
             body["contact_id"] = contact_id
-        return await self.request(
-            "trigger_template", "POST", f"/templates/{template_id}/trigger", body, idempotency_key
-        )
+        path = f"/templates/{template_id}/trigger"
+        return await self.request("trigger_template", "POST", path, body, idempotency_key, priority)
 
     async def template_status(self, template_id: str) -> str:
         answer = await self.request("template_status", "GET", f"/templates/{template_id}")
