@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     # Infrastructure
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # 1 for the local single broker; 3 on a production cluster.
+    kafka_topic_replication_factor: int = 1
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://bridge:bridge@127.0.0.1:5432/bridge"
 

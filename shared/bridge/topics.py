@@ -11,7 +11,7 @@ from .config import get_settings
 from .events import TOPICS
 
 
-async def ensure_topics(bootstrap_servers: str) -> list[str]:
+async def ensure_topics(bootstrap_servers: str, replication_factor: int = 1) -> list[str]:
     """Create the missing topics; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
@@ -24,7 +24,7 @@ async def ensure_topics(bootstrap_servers: str) -> list[str]:
                     NewTopic(
                         t.name,
                         num_partitions=t.partitions,
-                        replication_factor=1,
+                        replication_factor=replication_factor,
                         topic_configs={"retention.ms": str(t.retention_ms)},
                     )
                     for t in missing
@@ -36,7 +36,10 @@ async def ensure_topics(bootstrap_servers: str) -> list[str]:
 
 
 def main() -> None:
-    created = asyncio.run(ensure_topics(get_settings().kafka_bootstrap_servers))
+    settings = get_settings()
+    created = asyncio.run(
+        ensure_topics(settings.kafka_bootstrap_servers, settings.kafka_topic_replication_factor)
+    )
     print("topics created: " + (", ".join(created) if created else "none (all present)"))
     sys.exit(0)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from bridge.signing import sign, sign_siteti_request
 
@@ -115,19 +118,63 @@ class Pipeline:
 
     # --- acting on it --------------------------------------------------------------------
 
-    def post_moniepoint(
-        self, payload: dict[str, Any], secret: str | None = None, **headers: str
-    ) -> httpx.Response:
-        import orjson
-
+    def signed(
+        self, payload: dict[str, Any], secret: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         body = orjson.dumps(payload)
-        signed = {"X-Moniepoint-Signature": sign(secret or self.moniepoint_secret, body)}
+        signature = sign(secret or self.moniepoint_secret, body)
+        return body, {"Content-Type": "application/json", "X-Moniepoint-Signature": signature}
+
+    def post_moniepoint(self, payload: dict[str, Any], secret: str | None = None) -> httpx.Response:
+        body, headers = self.signed(payload, secret)
         return httpx.post(
-            f"{self.ingest}/webhooks/moniepoint",
-            content=body,
-            headers={"Content-Type": "application/json", **signed, **headers},
-            timeout=30,
+            f"{self.ingest}/webhooks/moniepoint", content=body, headers=headers, timeout=30
         )
+
+    async def post_many(self, payloads: list[dict[str, Any]], concurrency: int = 16) -> None:
+        """Post webhooks concurrently, as a payroll run does; every one must be accepted."""
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def post(payload: dict[str, Any]) -> None:
+                body, headers = self.signed(payload)
+                async with gate:
+                    answer = await client.post(
+                        f"{self.ingest}/webhooks/moniepoint", content=body, headers=headers
+                    )
+                assert answer.status_code == 200, answer.text
+
+            await asyncio.gather(*(post(p) for p in payloads))
+
+    def import_customers(self, tmp_path: Path, rows: list[tuple[str, str, str, int]]) -> None:
+        """(account, phone, tier, late payments) rows, via the real `bridge customers import`."""
+        csv = tmp_path / f"customers-{uuid.uuid4().hex[:6]}.csv"
+        lines = ["account_number,email,phone,name,tier,late_payments"]
+        lines += [
+            f"{a},{a}@example.com,{phone},Ada {a},{tier},{late}" for a, phone, tier, late in rows
+        ]
+        csv.write_text("\n".join(lines) + "\n")
+        subprocess.run(
+            [str(ROOT / ".venv/bin/bridge"), "customers", "import", str(csv)],
+            check=True,
+            env=self.env,
+            capture_output=True,
+        )
+
+    def new_customer(
+        self, tmp_path: Path, *, tier: str = "first_time", late: int = 0, phone: str = "08031234567"
+    ) -> str:
+        account = new_account()
+        self.import_customers(tmp_path, [(account, phone, tier, late)])
+        return account
+
+    def stages(self, reference: str) -> list[str]:
+        story = self.audit(reference)
+        return [e["stage"] for e in story["events"]] if story else []
+
+    def trigger_calls(self, reference: str) -> list[dict[str, Any]]:
+        calls = self.sandbox_get("calls", reference=reference)
+        return [c for c in calls if c["path"].endswith("/trigger")]
 
     def sandbox_get(self, path: str, **params: str) -> Any:
         return httpx.get(f"{self.sandbox}/_sandbox/{path}", params=params, timeout=10).json()
@@ -159,8 +206,43 @@ class Pipeline:
         return response.json() if response.status_code == 200 else None
 
 
-def make_pipeline(stack_env: dict[str, str]) -> Pipeline:
-    ports = {name: free_port() for name in ("sandbox", "ingest", "receipts", "dispatcher")}
+def new_account() -> str:
+    return str(uuid.uuid4().int)[:10]
+
+
+def new_reference() -> str:
+    return f"MNP-{uuid.uuid4().hex[:12]}"
+
+
+def payment(
+    event: str, account: str, reference: str, amount: float = 5000.0, **extra: Any
+) -> dict[str, Any]:
+    """A Moniepoint webhook body as the contract shows it."""
+    data = {
+        "transactionReference": reference,
+        "amount": amount,
+        "currency": "NGN",
+        "customer": {"accountNumber": account, "name": "Ada Obi", "email": "ada@example.com"},
+        "timestamp": "2026-01-20T14:30:00Z",
+        "description": "Office cleaning",
+        "channel": "TRANSFER",
+        "settlement": {"status": "PENDING"},
+        **extra,
+    }
+    return {"event": event, "data": data}
+
+
+def stack_env() -> dict[str, str]:
+    lines = (ROOT / ".stack/env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: str) -> Pipeline:
+    """Processes on free ports; `dispatchers` instances share one consumer group."""
+    names = ["sandbox", "ingest", "receipts"] + [
+        f"dispatcher-{i}" for i in range(1, dispatchers + 1)
+    ]
+    ports = {name: free_port() for name in names}
     api_key, signing_secret, webhook_secret = (secrets.token_hex(16) for _ in range(3))
     moniepoint_secret = secrets.token_hex(32)
     env = {
@@ -179,9 +261,7 @@ def make_pipeline(stack_env: dict[str, str]) -> Pipeline:
         "MISSING_CONTACT_WAIT_SECONDS": "1",
         "INGEST_PORT": str(ports["ingest"]),
         "RECEIPTS_PORT": str(ports["receipts"]),
-        "DISPATCHER_METRICS_PORT": str(ports["dispatcher"]),
         "DISPATCHER_GROUP_ID": "siteti-bridge-dispatcher-e2e",
-        "DISPATCHER_DATADIR": str(ROOT / ".stack/faust/e2e"),
         "SANDBOX_PORT": str(ports["sandbox"]),
         "SANDBOX_API_KEYS": api_key,
         "SANDBOX_SIGNING_SECRET": signing_secret,
@@ -191,12 +271,24 @@ def make_pipeline(stack_env: dict[str, str]) -> Pipeline:
         "SANDBOX_DELAY_DELIVERED_SECONDS": "0.1",
         "SANDBOX_DELAY_READ_SECONDS": "0.2",
         "SANDBOX_RATE_LIMIT_PER_MINUTE": "100000",
+        "SITETI_RATE_LIMIT_PER_MINUTE": "100000",
+        **overrides,
     }
     pipeline = Pipeline(env, ports, moniepoint_secret)
     pipeline.add("sandbox", "siteti_sandbox", "/readyz", "sandbox")
     pipeline.add("receipts", "receipts", "/readyz", "receipts")
     pipeline.add("ingest", "ingest", "/readyz", "ingest")
-    pipeline.add("dispatcher", "dispatcher", "/readyz", "dispatcher")
+    for i in range(1, dispatchers + 1):
+        name = f"dispatcher-{i}"
+        pipeline.add(
+            name,
+            "dispatcher",
+            "/readyz",
+            name,
+            DISPATCHER_INSTANCE=name,
+            DISPATCHER_METRICS_PORT=str(ports[name]),
+            DISPATCHER_DATADIR=str(ROOT / f".stack/faust/e2e-{name}"),
+        )
     return pipeline
 
 

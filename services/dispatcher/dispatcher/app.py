@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from bridge.cache import new_redis
 from bridge.config import Settings, get_settings
 from bridge.db import connect
-from bridge.events import EVENTS_TOPIC, CanonicalEvent
+from bridge.events import EVENTS_TOPIC, CanonicalEvent, stable_key
 from bridge.logs import get_logger
 from bridge.metrics import EVENTS_PROCESSED, render
 
@@ -92,7 +92,14 @@ async def runtime() -> Runtime:
                 settings.siteti_base_url,
                 settings.siteti_api_key,
                 settings.siteti_signing_secret,
-                Governor(redis, GovernorConfig(settings.siteti_rate_limit_per_minute)),
+                Governor(
+                    redis,
+                    GovernorConfig(
+                        settings.siteti_rate_limit_per_minute,
+                        # The plan limit is per Siteti account: so is the schedule.
+                        key_prefix=f"bridge:governor:{stable_key(settings.siteti_base_url)}",
+                    ),
+                ),
             ),
             dedupe=Dedupe(
                 redis,
