@@ -16,6 +16,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .events import EVENTS_TOPIC
+
 SecretList = Annotated[list[str], NoDecode]
 
 
@@ -34,6 +36,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # 1 for the local single broker; 3 on a production cluster.
     kafka_topic_replication_factor: int = 1
+    # Where ingest writes and the dispatcher reads canonical events. The name is part of the
+    # public contract (docs/events.md); tests point each pipeline at a topic of its own.
+    events_topic: str = EVENTS_TOPIC.name
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://bridge:bridge@127.0.0.1:5432/bridge"
 

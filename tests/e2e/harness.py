@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bridge.events import EVENTS_TOPIC
 from bridge.signing import sign, sign_siteti_request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +107,12 @@ class Pipeline:
             {**self.env, **extra_env},
             f"http://127.0.0.1:{self.ports[port_name]}{ready_path}",
         )
+
+    def create_topic(self) -> None:
+        asyncio.run(create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]))
+
+    def delete_topic(self) -> None:
+        asyncio.run(delete_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]))
 
     def start(self, *names: str) -> None:
         for name in names or tuple(self.processes):
@@ -206,6 +214,24 @@ class Pipeline:
         return response.json() if response.status_code == 200 else None
 
 
+async def create_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, EVENTS_TOPIC.partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def delete_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
 def new_account() -> str:
     return str(uuid.uuid4().int)[:10]
 
@@ -243,6 +269,7 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
         f"dispatcher-{i}" for i in range(1, dispatchers + 1)
     ]
     ports = {name: free_port() for name in names}
+    run_id = uuid.uuid4().hex[:12]
     api_key, signing_secret, webhook_secret = (secrets.token_hex(16) for _ in range(3))
     moniepoint_secret = secrets.token_hex(32)
     env = {
@@ -261,7 +288,10 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
         "MISSING_CONTACT_WAIT_SECONDS": "1",
         "INGEST_PORT": str(ports["ingest"]),
         "RECEIPTS_PORT": str(ports["receipts"]),
-        "DISPATCHER_GROUP_ID": "siteti-bridge-dispatcher-e2e",
+        # A topic and a consumer group of its own: pipelines running side by side (and the
+        # demo) never take each other's events.
+        "EVENTS_TOPIC": f"test.bridge.events.{run_id}",
+        "DISPATCHER_GROUP_ID": f"siteti-bridge-dispatcher-test-{run_id}",
         "SANDBOX_PORT": str(ports["sandbox"]),
         "SANDBOX_API_KEYS": api_key,
         "SANDBOX_SIGNING_SECRET": signing_secret,

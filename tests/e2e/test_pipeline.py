@@ -17,11 +17,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
     pipeline = make_pipeline(stack_env())
+    pipeline.create_topic()
     pipeline.start()
     try:
         yield pipeline
     finally:
         pipeline.stop()
+        pipeline.delete_topic()
 
 
 def test_success_flow(pipeline: Pipeline, tmp_path: Path) -> None:

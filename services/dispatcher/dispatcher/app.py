@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from bridge.cache import new_redis
 from bridge.config import Settings, get_settings
 from bridge.db import connect
-from bridge.events import EVENTS_TOPIC, CanonicalEvent, stable_key
+from bridge.events import CanonicalEvent, stable_key
 from bridge.logs import get_logger
 from bridge.metrics import EVENTS_PROCESSED, render
 
@@ -57,7 +57,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     broker_commit_interval=1.0,
 )
-events_topic = app.topic(EVENTS_TOPIC.name, key_type=bytes, value_type=bytes)
+events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 
 
 @dataclass

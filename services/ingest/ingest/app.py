@@ -13,7 +13,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from bridge.config import Settings, get_settings
-from bridge.events import EVENTS_TOPIC
 from bridge.kafka import new_producer, publish
 from bridge.logs import get_logger
 from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED, render
@@ -135,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for event in result:
                 await publish(
                     producer,
-                    EVENTS_TOPIC.name,
+                    settings.events_topic,
                     event.partition_key,
                     event.to_json(),
                     settings.kafka_send_timeout_seconds,
