@@ -41,6 +41,13 @@ EVENT_TYPES = frozenset(
         "withdrawal.failed",
         "bill.completed",
         "bill.failed",
+        # Sources without webhooks (ingest.sources): polled database rows and file drops.
+        "order.completed",
+        "order.shipped",
+        "booking.confirmed",
+        "loan.approved",
+        "rent.overdue",
+        "rent.reminder",
     }
 )
 

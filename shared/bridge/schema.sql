@@ -66,3 +66,59 @@ CREATE TABLE IF NOT EXISTS siteti_webhook_events (
     reference   text,
     received_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Issue 4: the template a `template_not_approved` entry waits for, so the retrier asks Siteti
+-- once per template (not per entry) whether it is approved yet.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS template_id text;
+CREATE INDEX IF NOT EXISTS dead_letters_reason_idx ON dead_letters (reason, status);
+
+-- Issue 3, sources without webhooks (ingest.sources).
+-- The database poller: one row per polled source row, so each is sent once. A poller claims
+-- rows here before publishing ('claimed' + claimed_at; a claim older than the lease may be
+-- taken over), then marks them 'emitted' (or 'failed' with the reason when unmappable).
+CREATE TABLE IF NOT EXISTS poller_tracking (
+    source      text NOT NULL,              -- POLLER_SOURCE_NAME, the events' provider
+    source_id   text NOT NULL,              -- the row's `source_id` column
+    status      text NOT NULL CHECK (status IN ('claimed', 'emitted', 'failed')),
+    claimed_by  text,                       -- the claiming poller (host:pid:random)
+    claimed_at  timestamptz NOT NULL DEFAULT now(),
+    attempts    integer NOT NULL DEFAULT 1, -- claims so far (> 1: a lease ran out)
+    row_hash    text,                       -- the row as last claimed: a failed row is retried
+                                            -- when it changes at the source
+    event_id    text,                       -- the canonical event id (deterministic)
+    event_type  text,
+    reference   text,                       -- <source>:<transaction reference>
+    emitted_at  timestamptz,
+    error       text,                       -- why the row failed (or its last publish did)
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, source_id)
+);
+CREATE INDEX IF NOT EXISTS poller_tracking_status_idx ON poller_tracking (source, status, claimed_at);
+
+-- The legacy file drop: every file read, by name and content, so none is read twice.
+CREATE TABLE IF NOT EXISTS filedrop_files (
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL,              -- the file's name in the inbox
+    sha256      text NOT NULL,              -- of its content
+    size_bytes  bigint NOT NULL,
+    status      text NOT NULL CHECK (status IN ('processing', 'processed', 'failed')),
+    claimed_by  text,
+    claimed_at  timestamptz NOT NULL DEFAULT now(),
+    attempts    integer NOT NULL DEFAULT 1,
+    rows_total  integer,
+    events      integer,                    -- rows emitted as events
+    rows_skipped integer,                   -- rows whose status sends nothing
+    rows_failed integer,                    -- bad rows (named in the report)
+    report      jsonb,                      -- the report written beside the moved file
+    moved_to    text,                       -- where the file went (processed/… or failed/…)
+    error       text,
+    finished_at timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (name, sha256)
+);
+
+-- Issue 4: which Idempotency-Key generation the entry's next trigger call uses. Siteti replays a
+-- stored answer, 4xx included, for 24 h: after a definite rejection of the trigger call
+-- (template_not_approved, template_not_found: nothing was sent) a retry needs a new key.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS key_generation integer NOT NULL DEFAULT 0;
