@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50)
     args = parser.parse_args()
     pipeline = make_pipeline(stack_env(), LOG_LEVEL="WARNING")
-    pipeline.create_topic()
+    pipeline.provision()
     pipeline.start()
     try:
         account = new_account()
@@ -68,7 +68,7 @@ def main() -> None:
         print(line("webhook to Siteti trigger", to_siteti_ms))
     finally:
         pipeline.stop()
-        pipeline.delete_topic()
+        pipeline.deprovision()
 
 
 if __name__ == "__main__":

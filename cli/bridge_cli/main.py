@@ -13,9 +13,13 @@ from bridge.config import get_settings
 from bridge.db import connect
 from dispatcher.directory import ImportReport, import_csv
 
+from . import dlq, templates
+
 app = typer.Typer(no_args_is_help=True, help="siteti-bridge operations.")
 customers = typer.Typer(no_args_is_help=True, help="The customer directory.")
 app.add_typer(customers, name="customers")
+app.add_typer(templates.app, name="templates")
+app.add_typer(dlq.app, name="dlq")
 
 
 async def _import(path: Path) -> ImportReport:

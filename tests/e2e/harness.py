@@ -13,11 +13,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bridge.db import create_pool
 from bridge.events import EVENTS_TOPIC
 from bridge.signing import sign, sign_siteti_request
 
@@ -108,11 +111,33 @@ class Pipeline:
             f"http://127.0.0.1:{self.ports[port_name]}{ready_path}",
         )
 
-    def create_topic(self) -> None:
+    def provision(self) -> None:
+        """A topic and a database of this pipeline's own, as one deployment has."""
         asyncio.run(create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]))
+        asyncio.run(admin_sql(self.admin_dsn, f'CREATE DATABASE "{self.database}"'))
 
-    def delete_topic(self) -> None:
+    def deprovision(self) -> None:
         asyncio.run(delete_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]))
+        asyncio.run(
+            admin_sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        )
+
+    @property
+    def database(self) -> str:
+        return urlsplit(self.env["DATABASE_URL"]).path.lstrip("/")
+
+    @property
+    def admin_dsn(self) -> str:
+        """The stack's own database, from which this pipeline's is created and dropped."""
+        return urlsplit(self.env["DATABASE_URL"])._replace(path="/postgres").geturl()
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        """One row from this pipeline's database (jsonb decoded, as the services see it)."""
+        pool = await create_pool(self.env["DATABASE_URL"], max_size=1)
+        try:
+            return await pool.fetchrow(query, *args)
+        finally:
+            await pool.close()
 
     def start(self, *names: str) -> None:
         for name in names or tuple(self.processes):
@@ -223,6 +248,14 @@ async def create_topic(bootstrap: str, name: str) -> None:
         await admin.close()
 
 
+async def admin_sql(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def delete_topic(bootstrap: str, name: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -291,6 +324,9 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
         # A topic and a consumer group of its own: pipelines running side by side (and the
         # demo) never take each other's events.
         "EVENTS_TOPIC": f"test.bridge.events.{run_id}",
+        "DATABASE_URL": urlsplit(stack_env["DATABASE_URL"])
+        ._replace(path=f"/bridge_test_{run_id}")
+        .geturl(),
         "DISPATCHER_GROUP_ID": f"siteti-bridge-dispatcher-test-{run_id}",
         "SANDBOX_PORT": str(ports["sandbox"]),
         "SANDBOX_API_KEYS": api_key,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,13 +16,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
     pipeline = make_pipeline(stack_env())
-    pipeline.create_topic()
+    pipeline.provision()
     pipeline.start()
     try:
         yield pipeline
     finally:
         pipeline.stop()
-        pipeline.delete_topic()
+        pipeline.deprovision()
 
 
 def test_success_flow(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -106,23 +105,21 @@ def test_duplicate_webhook_makes_exactly_one_call(pipeline: Pipeline, tmp_path: 
     assert pipeline.stages(reference).count("dispatched") == 1
 
 
-async def test_missing_number_goes_to_manual_review(
-    pipeline: Pipeline, tmp_path: Path, pg_pool: Any
-) -> None:
+async def test_missing_number_goes_to_manual_review(pipeline: Pipeline, tmp_path: Path) -> None:
     account = pipeline.new_customer(tmp_path, phone="")
     ref = new_reference()
     assert pipeline.post_moniepoint(payment("payment.successful", account, ref)).status_code == 200
     reference = f"moniepoint:{ref}"
     wait_for(lambda: "dead_lettered" in pipeline.stages(reference))
     assert pipeline.trigger_calls(reference) == []
-    row = await pg_pool.fetchrow("SELECT * FROM dead_letters WHERE reference = $1", reference)
+    row = await pipeline.fetchrow("SELECT * FROM dead_letters WHERE reference = $1", reference)
     assert row["status"] == "manual_review" and row["reason"] == "missing_contact"
     assert row["retry_count"] == 0 and "no WhatsApp number" in row["last_error"]
     assert row["created_at"] <= row["updated_at"]
 
 
 async def test_siteti_unreachable_lands_in_dead_letter_store(
-    pipeline: Pipeline, tmp_path: Path, pg_pool: Any
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
     account = pipeline.new_customer(tmp_path)
     pipeline.stop("sandbox")  # nothing listens on Siteti's port now
@@ -133,7 +130,7 @@ async def test_siteti_unreachable_lands_in_dead_letter_store(
         )
         reference = f"moniepoint:{ref}"
         wait_for(lambda: "dead_lettered" in pipeline.stages(reference), timeout=30)
-        row = await pg_pool.fetchrow("SELECT * FROM dead_letters WHERE reference = $1", reference)
+        row = await pipeline.fetchrow("SELECT * FROM dead_letters WHERE reference = $1", reference)
         assert row["status"] == "pending"
         assert row["reason"] == "siteti_unavailable"
         assert "unreachable" in row["last_error"]

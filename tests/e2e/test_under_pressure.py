@@ -46,13 +46,13 @@ def pressure(kafka_bootstrap: str) -> Iterator[Pipeline]:
         MISSING_CONTACT_WAIT_SECONDS="5",
         DISPATCHER_SHUTDOWN_GRACE_SECONDS="10",
     )
-    pipeline.create_topic()
+    pipeline.provision()
     pipeline.start()
     try:
         yield pipeline
     finally:
         pipeline.stop()
-        pipeline.delete_topic()
+        pipeline.deprovision()
 
 
 @pytest.fixture(autouse=True)

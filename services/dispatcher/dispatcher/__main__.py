@@ -8,7 +8,6 @@ from bridge.logs import configure_logging
 
 from .app import app, settings
 
-
 # faust's worker spells two of the standard level names its own way.
 FAUST_LEVELS = {"warning": "warn", "critical": "crit"}
 

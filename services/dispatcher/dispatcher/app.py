@@ -10,31 +10,22 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import faust
-import httpx
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
-from bridge.cache import new_redis
 from bridge.config import Settings, get_settings
-from bridge.db import connect
-from bridge.events import CanonicalEvent, stable_key
+from bridge.events import CanonicalEvent
 from bridge.logs import get_logger
 from bridge.metrics import EVENTS_PROCESSED, render
 
-from .dedupe import Dedupe
-from .directory import Directory
-from .governor import Governor, GovernorConfig
+from .admin import register_admin
 from .lanes import Lanes
-from .pipeline import Dispatcher
-from .retry import RetryPolicy
-from .rules import load_rules
-from .siteti import SitetiClient
+from .recovery import Retrier
+from .runtime import Runtime, build_runtime
 
 log = get_logger("dispatcher")
 settings: Settings = get_settings()
@@ -60,63 +51,25 @@ app = faust.App(
 events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 
 
-@dataclass
-class Runtime:
-    pool: asyncpg.Pool
-    redis: Redis
-    http: httpx.AsyncClient
-    dispatcher: Dispatcher
-
-
 _runtime: Runtime | None = None
 
 
 async def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
-        pool = await connect(settings.database_url, max_size=settings.dispatcher_lanes + 4)
-        redis = new_redis(settings.redis_url)
-        http = httpx.AsyncClient(
-            timeout=settings.siteti_timeout_seconds,
-            limits=httpx.Limits(max_connections=settings.dispatcher_lanes * 2),
-        )
-        rules_file = os.environ.get("TEMPLATE_RULES_FILE")
-        dispatcher = Dispatcher(
-            pool=pool,
-            directory=Directory(
-                pool, redis, settings.customer_cache_ttl_seconds, settings.default_country
-            ),
-            rules=load_rules(Path(rules_file) if rules_file else None),
-            siteti=SitetiClient(
-                http,
-                settings.siteti_base_url,
-                settings.siteti_api_key,
-                settings.siteti_signing_secret,
-                Governor(
-                    redis,
-                    GovernorConfig(
-                        settings.siteti_rate_limit_per_minute,
-                        # The plan limit is per Siteti account: so is the schedule.
-                        key_prefix=f"bridge:governor:{stable_key(settings.siteti_base_url)}",
-                    ),
-                ),
-            ),
-            dedupe=Dedupe(
-                redis,
-                lease_seconds=settings.dedupe_lease_seconds,
-                ttl_seconds=settings.dedupe_ttl_seconds,
-            ),
-            policy=RetryPolicy(
-                settings.siteti_retry_base_seconds,
-                settings.siteti_retry_factor,
-                settings.siteti_retry_max_seconds,
-                settings.siteti_max_retries,
-            ),
-            instance_id=f"{INSTANCE}-{uuid.uuid4().hex[:8]}",
-            missing_contact_wait_seconds=settings.missing_contact_wait_seconds,
-        )
-        _runtime = Runtime(pool, redis, http, dispatcher)
+        _runtime = await build_runtime(settings, instance_id=f"{INSTANCE}-{uuid.uuid4().hex[:8]}")
     return _runtime
+
+
+async def dlq_retrier() -> None:
+    """Works the dead-letter store every DLQ_RETRY_INTERVAL_SECONDS (entries are claimed, so
+    one worker an entry across instances)."""
+    rt = await runtime()
+    await Retrier(rt.dispatcher, interval_seconds=settings.dlq_retry_interval_seconds).run()
+
+
+app.task(dlq_retrier)
+register_admin(app, runtime, settings.admin_api_tokens)
 
 
 def parse(record: Any) -> CanonicalEvent | None:

@@ -34,6 +34,12 @@ T = TypeVar("T")
 _BUSY_POLL_SECONDS = 0.5
 
 
+def trigger_key(dedupe_key: str, generation: int = 0) -> str:
+    """The Idempotency-Key of an event's trigger: stable per event and key generation."""
+    key = stable_key("trigger", dedupe_key)
+    return key if generation <= 0 else stable_key(key, f"g{generation}")
+
+
 @dataclass
 class Dispatcher:
     pool: asyncpg.Pool
@@ -44,6 +50,9 @@ class Dispatcher:
     policy: RetryPolicy
     instance_id: str
     missing_contact_wait_seconds: float = 5.0
+    # Bumped by the dead-letter store when Siteti definitely refused a trigger (its stored
+    # answer for the old key would be replayed for 24 h); 0 is the event's own key.
+    key_generation: int = 0
 
     async def handle(self, event: CanonicalEvent) -> str:
         """Process one event from the events topic; returns the outcome's name."""
@@ -98,7 +107,7 @@ class Dispatcher:
                     contact_id=contact_id,
                     variables=choice.variables,
                     reference=event.reference,
-                    idempotency_key=stable_key("trigger", event.dedupe_key),
+                    idempotency_key=trigger_key(event.dedupe_key, self.key_generation),
                     priority=event.priority,
                 ),
             )
@@ -203,7 +212,7 @@ class Dispatcher:
             status=status,
             error=error,
             retry_in=retry_in,
-            extra={"template": template} if template else None,
+            template_id=template,
         )
         await self.dedupe.park(event.dedupe_key, self.instance_id)
         EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()

@@ -1,0 +1,302 @@
+"""The dead-letter store's admin HTTP API, on the dispatcher's web port (faust web pages).
+
+    GET  /dlq                   entries; query: status (comma list), reason, provider,
+                                older_than, newer_than (90s, 30m, 2h, 1d), limit
+    GET  /dlq/{id}              one entry, its payload and the reference's audit history
+    POST /dlq/{id}/retry        retry now (the same path as a fresh event; never sends twice)
+    POST /dlq/{id}/resolve      {"note": "..."} → completed (an operator handled it)
+    POST /dlq/{id}/close        {"note": "..."} → failed (given up)
+    POST /dlq/retry             bulk retry by filter (JSON body or query; same names as
+                                GET /dlq, at least one besides limit)
+
+Every call needs `Authorization: Bearer <token>` with a token from ADMIN_API_TOKENS (compared
+in constant time): 401 without a valid one, 503 when no token is configured at all.
+
+`AdminAPI` holds the logic as plain async methods answering `Reply(status, body)`, so they
+can be tested without a faust worker; `register_admin` wraps them as faust pages.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+import asyncpg
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from bridge.logs import get_logger
+
+from . import dlq
+from .pipeline import Dispatcher
+from .recovery import retry_id, retry_ids, with_owner
+
+log = get_logger("dispatcher.admin")
+
+DISABLED = "admin API disabled: set ADMIN_API_TOKENS"
+MAX_BULK = 500  # entries one bulk retry call may take on
+
+
+class AdminRuntime(Protocol):
+    """What the API needs from the process: runtime.Runtime."""
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+
+GetRuntime = Callable[[], Awaitable[AdminRuntime]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+
+
+def _error(code: int, message: str, **extra: Any) -> Reply:
+    return Reply(code, {"error": message, **extra})
+
+
+def _entry_id(raw: str) -> int | None:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def _note(body: Any) -> str | None:
+    if not isinstance(body, Mapping):
+        return None
+    note = body.get("note")
+    return note.strip() if isinstance(note, str) and note.strip() else None
+
+
+class AdminAPI:
+    def __init__(self, get_runtime: GetRuntime, tokens: Sequence[str]) -> None:
+        self._get_runtime = get_runtime
+        self._tokens = [t.encode() for t in tokens if t]
+
+    # --- auth ---------------------------------------------------------------------------
+
+    def authorize(self, authorization: str | None) -> Reply | None:
+        """None when the caller may proceed; otherwise the answer to give."""
+        if not self._tokens:
+            return _error(503, DISABLED)
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return _error(401, "missing bearer token")
+        candidate = given.strip().encode()
+        # Compare with every token (no early exit), each in constant time.
+        matched = False
+        for token in self._tokens:
+            matched |= hmac.compare_digest(candidate, token)
+        return None if matched else _error(401, "invalid bearer token")
+
+    async def _dispatcher(self) -> Dispatcher:
+        return with_owner((await self._get_runtime()).dispatcher, "admin")
+
+    # --- handlers -----------------------------------------------------------------------
+
+    async def list_entries(self, query: Mapping[str, str]) -> Reply:
+        try:
+            filters = _filters(query)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        runtime = await self._get_runtime()
+        entries = await dlq.list_matching(runtime.pool, filters)
+        return Reply(200, {"entries": [e.summary() for e in entries], "count": len(entries)})
+
+    async def get_entry(self, raw_id: str) -> Reply:
+        entry_id = _entry_id(raw_id)
+        if entry_id is None:
+            return _error(404, "no such entry")
+        runtime = await self._get_runtime()
+        entry = await dlq.get_entry(runtime.pool, entry_id)
+        if entry is None:
+            return _error(404, "no such entry", id=entry_id)
+        story = await dlq.entry_history(runtime.pool, entry)
+        return Reply(200, {**entry.detail(), "history": dlq.json_safe(story)})
+
+    async def retry(self, raw_id: str) -> Reply:
+        entry_id = _entry_id(raw_id)
+        if entry_id is None:
+            return _error(404, "no such entry")
+        result = await retry_id(await self._dispatcher(), entry_id, by="api")
+        body = {
+            "id": entry_id,
+            "outcome": result.outcome,
+            "ok": result.ok,
+            "message": result.describe(),
+            "entry": result.entry.summary() if result.entry else None,
+        }
+        if result.outcome == "unknown":
+            return Reply(404, {**body, "error": "no such entry"})
+        if result.outcome == "busy" or (
+            result.outcome.startswith("not_retryable") and not result.ok
+        ):
+            return Reply(409, {**body, "error": result.describe()})
+        return Reply(200, body)
+
+    async def settle(
+        self, raw_id: str, body: Any, status: Literal["completed", "failed"], by: str = "api"
+    ) -> Reply:
+        entry_id = _entry_id(raw_id)
+        if entry_id is None:
+            return _error(404, "no such entry")
+        note = _note(body)
+        if note is None:
+            return _error(400, 'a JSON body {"note": "..."} saying why is required')
+        runtime = await self._get_runtime()
+        entry = await dlq.operator_settle(runtime.pool, entry_id, status, note=note, by=by)
+        if entry is None:
+            current = await dlq.get_entry(runtime.pool, entry_id)
+            if current is None:
+                return _error(404, "no such entry", id=entry_id)
+            allowed = dlq.RESOLVABLE if status == "completed" else dlq.CLOSABLE
+            return _error(
+                409,
+                f"entry is {current.status}; only {', '.join(allowed)} entries can be"
+                f" {'resolved' if status == 'completed' else 'closed'}",
+                id=entry_id,
+                status=current.status,
+            )
+        log.info("dlq_settled_by_operator", id=entry_id, status=status, by=by)
+        return Reply(200, {"id": entry_id, "entry": entry.summary()})
+
+    async def resolve(self, raw_id: str, body: Any) -> Reply:
+        return await self.settle(raw_id, body, "completed")
+
+    async def close(self, raw_id: str, body: Any) -> Reply:
+        return await self.settle(raw_id, body, "failed")
+
+    async def bulk_retry(self, query: Mapping[str, str], body: Any) -> Reply:
+        params: dict[str, Any] = dict(query)
+        if isinstance(body, Mapping):
+            params.update({k: v for k, v in body.items() if v is not None})
+        elif body is not None:
+            return _error(400, "the body must be a JSON object of filters")
+        try:
+            filters = _filters(params)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if not filters.narrowing:
+            return _error(
+                400, "give at least one filter: status, reason, provider, older_than, newer_than"
+            )
+        if filters.limit > MAX_BULK:
+            return _error(400, f"limit is at most {MAX_BULK}")
+        if not filters.statuses:
+            filters = replace(filters, statuses=dlq.RETRYABLE)
+        runtime = await self._get_runtime()
+        entries = await dlq.list_matching(runtime.pool, filters)
+        results = await retry_ids(await self._dispatcher(), [e.id for e in entries], by="api")
+        return Reply(
+            200,
+            {
+                "matched": len(entries),
+                "sent": sum(1 for r in results if r.ok),
+                "failed": sum(1 for r in results if not r.ok),
+                "results": [
+                    {"id": r.id, "outcome": r.outcome, "ok": r.ok, "message": r.describe()}
+                    for r in results
+                ],
+            },
+        )
+
+
+def _filters(params: Mapping[str, Any]) -> dlq.Filters:
+    def text(name: str) -> str | None:
+        value = params.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{name} must be a string")
+
+    return dlq.Filters.parse(
+        status=text("status"),
+        reason=text("reason"),
+        provider=text("provider"),
+        older_than=text("older_than"),
+        newer_than=text("newer_than"),
+        limit=text("limit"),
+    )
+
+
+# --- faust pages --------------------------------------------------------------------------
+
+
+def _respond(view: View, reply: Reply) -> Response:
+    return view.bytes(
+        orjson.dumps(reply.body), content_type="application/json", status=reply.status
+    )
+
+
+async def _json_body(request: Request) -> tuple[Any, Reply | None]:
+    raw = await request.read()
+    if not raw.strip():
+        return None, None
+    try:
+        return json.loads(raw), None
+    except ValueError:
+        return None, _error(400, "the body is not valid JSON")
+
+
+def register_admin(app: faust.App, get_runtime: GetRuntime, tokens: Sequence[str]) -> AdminAPI:
+    """Add the /dlq pages to the faust app's web server (call at import time, like @app.page)."""
+    api = AdminAPI(get_runtime, tokens)
+
+    def guard(request: Request) -> Reply | None:
+        return api.authorize(request.headers.get("Authorization"))
+
+    # Fixed paths before the ones with an {id}, which only matches digits.
+    @app.page("/dlq", name="dlq_list")
+    class DlqList(View):
+        async def get(self, request: Request) -> Response:
+            denied = guard(request)
+            return _respond(self, denied or await api.list_entries(request.query))
+
+    @app.page("/dlq/retry", name="dlq_bulk_retry")
+    class DlqBulkRetry(View):
+        async def post(self, request: Request) -> Response:
+            denied = guard(request)
+            if denied:
+                return _respond(self, denied)
+            body, bad = await _json_body(request)
+            return _respond(self, bad or await api.bulk_retry(request.query, body))
+
+    @app.page(r"/dlq/{entry_id:\d+}", name="dlq_entry")
+    class DlqEntry(View):
+        async def get(self, request: Request, entry_id: str) -> Response:
+            denied = guard(request)
+            return _respond(self, denied or await api.get_entry(entry_id))
+
+    @app.page(r"/dlq/{entry_id:\d+}/retry", name="dlq_entry_retry")
+    class DlqEntryRetry(View):
+        async def post(self, request: Request, entry_id: str) -> Response:
+            denied = guard(request)
+            return _respond(self, denied or await api.retry(entry_id))
+
+    def settle_page(path: str, name: str, status: Literal["completed", "failed"]) -> None:
+        @app.page(path, name=name)
+        class DlqSettle(View):
+            async def post(self, request: Request, entry_id: str) -> Response:
+                denied = guard(request)
+                if denied:
+                    return _respond(self, denied)
+                body, bad = await _json_body(request)
+                return _respond(self, bad or await api.settle(entry_id, body, status))
+
+    settle_page(r"/dlq/{entry_id:\d+}/resolve", "dlq_entry_resolve", "completed")
+    settle_page(r"/dlq/{entry_id:\d+}/close", "dlq_entry_close", "failed")
+    return api

@@ -1,0 +1,359 @@
+"""Retrying dead-lettered events: one entry (`retry_entry`), a list of ids (`retry_ids`, for
+`bridge dlq retry` and the admin API), and the background `Retrier`.
+
+A retry goes through the same `Dispatcher.deliver` as a fresh event, under the event's dedupe
+lease (taken back from "parked"), with the same Idempotency-Key: if Siteti accepted the
+message before, it answers a replay and sends nothing new. Only after Siteti definitely
+refused the trigger call (template not approved or not found: nothing sent) does a retry use
+the key's next generation, since Siteti would otherwise replay that refusal for 24 h.
+
+Entries are claimed (`dlq.claim`/`dlq.claim_due`, SKIP LOCKED) before any work, so across
+every instance only one worker retries an entry at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import asyncpg
+
+from bridge.events import CanonicalEvent
+from bridge.logs import get_logger
+
+from . import dlq
+from .pipeline import Dispatcher
+from .retry import RetryPolicy
+from .siteti import SitetiError
+
+log = get_logger("dispatcher.recovery")
+
+# Outcomes of a retry. Besides these: "dead_lettered:<reason>" (failed again, rescheduled or
+# back in manual review) and "gave_up:<reason>" (failed again, retries used up → failed).
+SENT = "sent"
+ALREADY_SENT = "already_sent"  # the dedupe store says it went out: marked completed
+BUSY = "busy"  # another worker holds the event (or the entry): nothing done
+UNKNOWN = "unknown"  # no such entry
+NOT_RETRYABLE = "not_retryable"  # "not_retryable:<status>" (processing, completed…)
+OK_OUTCOMES = frozenset({SENT, ALREADY_SENT})
+
+
+def for_entry(dispatcher: Dispatcher, entry: dlq.Entry) -> Dispatcher:
+    """The dispatcher a retry of `entry` uses: its trigger calls carry the entry's key."""
+    if entry.key_generation <= 0:
+        return dispatcher
+    return replace(dispatcher, key_generation=entry.key_generation)
+
+
+def with_owner(dispatcher: Dispatcher, suffix: str) -> Dispatcher:
+    """The same pipeline and connections under its own lease owner, so that a retry never
+    shares a dedupe lease with the agent's lanes in the same process."""
+    return replace(dispatcher, instance_id=f"{dispatcher.instance_id}-{suffix}")
+
+
+# --- one retry --------------------------------------------------------------------------
+
+
+async def retry_entry(
+    dispatcher: Dispatcher,
+    entry: dlq.Entry,
+    *,
+    by: str = "retrier",
+    policy: RetryPolicy = dlq.DLQ_RETRY_POLICY,
+    max_retries: int | None = None,
+) -> str:
+    """Retry a claimed entry (status `processing`, from `dlq.claim`/`dlq.claim_due`).
+
+    Returns `sent`, `already_sent`, `busy`, `dead_lettered:<reason>` (the pipeline stored the
+    entry again: pending with the next attempt after the backoff, or manual review) or
+    `gave_up:<reason>` (`max_retries` used up → failed). Audited as stage `retried`.
+    """
+    if entry.status != "processing":
+        raise ValueError(f"entry {entry.id} is {entry.status}: claim it before retrying")
+    pool = dispatcher.pool
+    owner = dispatcher.instance_id
+    event = CanonicalEvent.model_validate(entry.payload)
+
+    if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner):
+        state = await dispatcher.dedupe.reserve(entry.dedupe_key, owner)
+        if state == "done":
+            # Sent by an earlier attempt whose outcome was never written here.
+            done = await dlq.mark(pool, entry.id, "completed")
+            await dlq.record_retry(pool, done or entry, ALREADY_SENT, by)
+            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=ALREADY_SENT)
+            return ALREADY_SENT
+        if state != "reserved":
+            await dlq.release(pool, entry)
+            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=BUSY)
+            return BUSY
+
+    try:
+        outcome = await for_entry(dispatcher, entry).deliver(event)
+    except BaseException:
+        # Infrastructure failure or cancellation: hand the entry and the event back untouched.
+        # (An entry left `processing` by a crash is recovered by `Retrier` after a while.)
+        try:
+            await asyncio.shield(dlq.release(pool, entry))
+            await asyncio.shield(dispatcher.dedupe.park(entry.dedupe_key, owner))
+        except Exception as exc:
+            log.warning("dlq_release_failed", id=entry.id, error=repr(exc))
+        raise
+
+    if outcome == SENT:
+        updated = await dlq.mark(pool, entry.id, "completed", retried=True)
+    else:
+        # `deliver` stored the entry again, counting this retry (see `dlq.put`).
+        updated = await dlq.schedule_after_retry(
+            pool, entry.id, policy=policy, max_retries=max_retries
+        )
+        if updated is not None and updated.status == "failed":
+            outcome = f"gave_up:{updated.reason}"
+    await dlq.record_retry(pool, updated or entry, outcome, by)
+    log.info(
+        "dlq_retry",
+        id=entry.id,
+        reference=entry.reference,
+        outcome=outcome,
+        status=updated.status if updated else None,
+        retry_count=updated.retry_count if updated else None,
+    )
+    return outcome
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    id: int
+    outcome: str
+    entry: dlq.Entry | None = None  # as it is after the retry
+
+    @property
+    def ok(self) -> bool:
+        """Sent now or before, or nothing to do (already completed)."""
+        return self.outcome in OK_OUTCOMES or self.outcome == f"{NOT_RETRYABLE}:completed"
+
+    def describe(self) -> str:
+        entry = self.entry
+        if self.outcome == SENT:
+            return "sent; entry completed"
+        if self.outcome == ALREADY_SENT:
+            return "had already been sent; entry completed"
+        if self.outcome == UNKNOWN:
+            return "no such entry"
+        if self.outcome == BUSY:
+            return "busy: another worker holds this event; try again shortly"
+        if self.outcome.startswith(NOT_RETRYABLE):
+            status = self.outcome.partition(":")[2]
+            if status == "completed":
+                return "already completed; nothing sent"
+            return f"not retried: the entry is {status}"
+        where = ""
+        if entry is not None:
+            where = f"; now {entry.status}"
+            if entry.status == "pending" and entry.next_attempt_at is not None:
+                where += f", next attempt {entry.next_attempt_at.isoformat(timespec='seconds')}"
+            if entry.last_error:
+                where += f" ({entry.last_error})"
+        if self.outcome.startswith("gave_up:"):
+            return f"failed again, retries used up ({self.outcome[8:]}){where}"
+        return f"failed again ({self.outcome.partition(':')[2]}){where}"
+
+
+async def retry_id(
+    dispatcher: Dispatcher,
+    entry_id: int,
+    *,
+    by: str,
+    policy: RetryPolicy = dlq.DLQ_RETRY_POLICY,
+    max_retries: int | None = None,
+) -> RetryResult:
+    """Claim and retry one entry by id (an operator's retry: pending, manual_review or
+    failed entries)."""
+    entry = await dlq.claim(dispatcher.pool, entry_id)
+    if entry is None:
+        current = await dlq.get_entry(dispatcher.pool, entry_id)
+        if current is None:
+            return RetryResult(entry_id, UNKNOWN)
+        outcome = BUSY if current.status == "processing" else f"{NOT_RETRYABLE}:{current.status}"
+        return RetryResult(entry_id, outcome, current)
+    outcome = await retry_entry(dispatcher, entry, by=by, policy=policy, max_retries=max_retries)
+    return RetryResult(entry_id, outcome, await dlq.get_entry(dispatcher.pool, entry_id))
+
+
+async def retry_ids(
+    dispatcher: Dispatcher,
+    ids: Iterable[int],
+    *,
+    by: str,
+    concurrency: int = 4,
+    on_result: Callable[[RetryResult], Awaitable[None] | None] | None = None,
+) -> list[RetryResult]:
+    """Retry each id (bounded concurrency); results in the order of `ids`."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(entry_id: int) -> RetryResult:
+        async with gate:
+            result = await retry_id(dispatcher, entry_id, by=by)
+        if on_result is not None:
+            maybe = on_result(result)
+            if maybe is not None:
+                await maybe
+        return result
+
+    return list(await asyncio.gather(*(one(i) for i in ids)))
+
+
+# --- the background retrier -------------------------------------------------------------
+
+
+@dataclass
+class RoundReport:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    results: list[tuple[int, str]] = field(default_factory=list)
+    templates_checked: dict[str, str] = field(default_factory=dict)  # template → status
+    recovered: int = 0
+
+    def add(self, entry_id: int, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self.results.append((entry_id, outcome))
+
+
+class Retrier:
+    """Every `interval_seconds`, across all instances (claims make each entry one worker's):
+
+    1. entries left `processing` for `stale_after` by a dead worker go back to the queue;
+    2. `template_not_approved` entries: one `template_status` call per awaited template;
+       an APPROVED template's entries are retried;
+    3. other due `pending` entries are retried (backoff `policy` between retries of one
+       entry; after `max_retries` retries it is `failed`);
+    4. `missing_contact` entries in manual review are retried once the customer directory
+       has a number for the customer.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        interval_seconds: float = 60.0,
+        batch_size: int = 50,
+        max_retries: int = dlq.DLQ_RETRY_POLICY.max_retries,
+        policy: RetryPolicy = dlq.DLQ_RETRY_POLICY,
+        concurrency: int = 4,
+        stale_after: timedelta = timedelta(minutes=15),
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        self.dispatcher = with_owner(dispatcher, "dlq")
+        self.interval_seconds = interval_seconds
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.policy = policy
+        self.concurrency = concurrency
+        self.stale_after = stale_after
+        self.providers = list(providers) if providers else None  # None: every provider
+        self._contact_cursor = 0
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.dispatcher.pool
+
+    async def run(self) -> None:
+        """Forever: `interval_seconds` of sleep, then a round. Errors are logged, not raised."""
+        while True:
+            await asyncio.sleep(self.interval_seconds)
+            try:
+                report = await self.run_once()
+                if report.results or report.recovered:
+                    log.info(
+                        "dlq_round",
+                        outcomes=dict(report.outcomes),
+                        templates=report.templates_checked,
+                        recovered=report.recovered,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("dlq_round_failed", error=repr(exc))
+
+    async def run_once(self) -> RoundReport:
+        report = RoundReport()
+        stale = await dlq.recover_stale(self.pool, self.stale_after)
+        report.recovered = len(stale)
+        for entry in stale:
+            log.warning("dlq_recovered_stale", id=entry.id, status=entry.status)
+        await self._templates(report)
+        await self._due(report)
+        await self._contacts(report)
+        return report
+
+    async def _retry_all(self, entries: Sequence[dlq.Entry], report: RoundReport) -> None:
+        gate = asyncio.Semaphore(max(1, self.concurrency))
+
+        async def one(entry: dlq.Entry) -> None:
+            async with gate:
+                try:
+                    outcome = await retry_entry(
+                        self.dispatcher,
+                        entry,
+                        policy=self.policy,
+                        max_retries=self.max_retries,
+                    )
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.error("dlq_retry_error", id=entry.id, error=repr(exc))
+                    outcome = "error"
+            report.add(entry.id, outcome)
+
+        await asyncio.gather(*(one(e) for e in entries))
+
+    async def _templates(self, report: RoundReport) -> None:
+        awaited = await dlq.templates_awaited(
+            self.pool, policy=self.policy, providers=self.providers
+        )
+        for template_id in awaited:
+            try:
+                status = await self.dispatcher.siteti.template_status(template_id)
+            except SitetiError as exc:
+                report.templates_checked[template_id] = f"error: {exc.code}"
+                log.warning("dlq_template_status_failed", template=template_id, error=str(exc))
+                continue
+            report.templates_checked[template_id] = status
+            if status != "APPROVED":
+                continue
+            entries = await dlq.claim_due(
+                self.pool,
+                self.batch_size,
+                policy=self.policy,
+                providers=self.providers,
+                template_id=template_id,
+            )
+            log.info("dlq_template_approved", template=template_id, entries=len(entries))
+            await self._retry_all(entries, report)
+
+    async def _due(self, report: RoundReport) -> None:
+        entries = await dlq.claim_due(
+            self.pool, self.batch_size, policy=self.policy, providers=self.providers
+        )
+        await self._retry_all(entries, report)
+
+    async def _contacts(self, report: RoundReport) -> None:
+        candidates = await dlq.waiting_for_contact(
+            self.pool,
+            after_id=self._contact_cursor,
+            limit=self.batch_size,
+            providers=self.providers,
+        )
+        # A rolling cursor: every entry gets looked at, however many wait.
+        self._contact_cursor = candidates[-1].id if len(candidates) == self.batch_size else 0
+        ready: list[dlq.Entry] = []
+        for candidate in candidates:
+            event = CanonicalEvent.model_validate(candidate.payload)
+            customer = await self.dispatcher.directory.find(event.data.customer)
+            if customer is None or not customer.phone:
+                continue
+            claimed = await dlq.claim(self.pool, candidate.id, ("manual_review",))
+            if claimed is not None and claimed.reason == dlq.MISSING_CONTACT:
+                ready.append(claimed)
+            elif claimed is not None:
+                await dlq.release(self.pool, claimed)
+        await self._retry_all(ready, report)

@@ -1,0 +1,115 @@
+"""The dispatcher's connections and pipeline, built one way for the faust app, the retrier
+and the `bridge dlq` CLI alike."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from redis.asyncio import Redis
+
+from bridge.cache import new_redis
+from bridge.config import Settings
+from bridge.db import connect
+from bridge.events import stable_key
+
+from .dedupe import Dedupe
+from .directory import Directory
+from .governor import Governor, GovernorConfig
+from .pipeline import Dispatcher
+from .retry import RetryPolicy
+from .rules import load_rules
+from .siteti import SitetiClient
+
+
+@dataclass
+class Runtime:
+    pool: asyncpg.Pool
+    redis: Redis
+    http: httpx.AsyncClient
+    dispatcher: Dispatcher
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+        await self.pool.close()
+
+
+def build_dispatcher(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    http: httpx.AsyncClient,
+    instance_id: str,
+    rules_file: Path | None = None,
+) -> Dispatcher:
+    """The pipeline over existing connections, configured from `settings`."""
+    if rules_file is None and os.environ.get("TEMPLATE_RULES_FILE"):
+        rules_file = Path(os.environ["TEMPLATE_RULES_FILE"])
+    governor = Governor(
+        redis,
+        GovernorConfig(
+            settings.siteti_rate_limit_per_minute,
+            # The plan limit is per Siteti account: so is the shared schedule.
+            key_prefix=f"bridge:governor:{stable_key(settings.siteti_base_url)}",
+        ),
+    )
+    return Dispatcher(
+        pool=pool,
+        directory=Directory(
+            pool, redis, settings.customer_cache_ttl_seconds, settings.default_country
+        ),
+        rules=load_rules(rules_file),
+        siteti=SitetiClient(
+            http,
+            settings.siteti_base_url,
+            settings.siteti_api_key,
+            settings.siteti_signing_secret,
+            governor,
+        ),
+        dedupe=Dedupe(
+            redis,
+            lease_seconds=settings.dedupe_lease_seconds,
+            ttl_seconds=settings.dedupe_ttl_seconds,
+        ),
+        policy=RetryPolicy(
+            settings.siteti_retry_base_seconds,
+            settings.siteti_retry_factor,
+            settings.siteti_retry_max_seconds,
+            settings.siteti_max_retries,
+        ),
+        instance_id=instance_id,
+        missing_contact_wait_seconds=settings.missing_contact_wait_seconds,
+    )
+
+
+async def build_runtime(
+    settings: Settings,
+    *,
+    instance_id: str | None = None,
+    pool_size: int | None = None,
+    http_connections: int | None = None,
+    rules_file: Path | None = None,
+) -> Runtime:
+    """PostgreSQL pool (schema applied), Redis, an HTTP client and the Dispatcher.
+    Close with `await runtime.aclose()`."""
+    pool = await connect(settings.database_url, max_size=pool_size or settings.dispatcher_lanes + 4)
+    redis = new_redis(settings.redis_url)
+    http = httpx.AsyncClient(
+        timeout=settings.siteti_timeout_seconds,
+        limits=httpx.Limits(max_connections=http_connections or settings.dispatcher_lanes * 2),
+    )
+    dispatcher = build_dispatcher(
+        settings,
+        pool=pool,
+        redis=redis,
+        http=http,
+        instance_id=instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        rules_file=rules_file,
+    )
+    return Runtime(pool, redis, http, dispatcher)
