@@ -20,7 +20,11 @@ down:
 	@bash scripts/services.sh down
 	@bash scripts/stack/down.sh
 
-demo: up
+# The demo's poller reads the sample orders view every 2 s (samples/poller/orders.sql).
+demo: stack-up
+	@$(PY) scripts/demo.py prepare
+	@POLLER_QUERY="$${POLLER_QUERY:-SELECT * FROM bridge_demo_orders_ready}" \
+	  POLLER_INTERVAL_SECONDS="$${POLLER_INTERVAL_SECONDS:-2}" bash scripts/services.sh up
 	@$(PY) scripts/demo.py
 
 lint: install

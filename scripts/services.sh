@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start or stop the bridge's processes in the background: `services.sh up|down|status`.
-#   up    the Siteti sandbox (only when SITETI_BASE_URL is unset), ingest, receipts and
-#         DISPATCHER_INSTANCES dispatchers (default 1); returns when every one is ready.
+#   up    the Siteti sandbox (only when SITETI_BASE_URL is unset) and the Flutterwave stand-in
+#         (only when FLUTTERWAVE_API_BASE_URL is unset), ingest, receipts, the file-drop
+#         watcher, the poller (when POLLER_QUERY is set) and DISPATCHER_INSTANCES dispatchers
+#         (default 1); returns when every one is ready.
 #   down  stops what `up` started (pid files in .stack/run/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,23 +16,30 @@ mkdir -p "$RUN" "$LOGS"
 # Export KEY=VALUE lines of a file, except keys the caller already set: the caller wins.
 load_env_file() {
   [ -f "$1" ] || return 0
-  while IFS='=' read -r key value; do
-    [[ -z "$key" || "$key" == \#* ]] && continue
-    [ -n "${!key+x}" ] || export "$key=$value"
+  local line key
+  while IFS= read -r line; do
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    key="${line%%=*}"  # split at the first '=' only: base64 secrets end in '='
+    [ -n "${!key+x}" ] || export "$line"
   done <"$1"
 }
 
-# Local secrets for the sandbox and the demo: random, made once, never committed.
+# Local secrets for the sandbox, the providers and the demo: random, made once, never
+# committed. A key added in a later version is appended without touching the others.
 ensure_local_secrets() {
-  local file="$ROOT/.stack/secrets.env"
-  [ -f "$file" ] && return 0
+  local file="$ROOT/.stack/secrets.env" name
   umask 077
-  {
-    echo "SITETI_API_KEY=sk_sandbox_$(openssl rand -hex 12)"
-    echo "SITETI_SIGNING_SECRET=$(openssl rand -hex 32)"
-    echo "SITETI_WEBHOOK_SECRETS=$(openssl rand -hex 32)"
-    echo "MONIEPOINT_WEBHOOK_SECRETS=$(openssl rand -hex 32)"
-  } >"$file"
+  touch "$file"
+  add() { grep -q "^$1=" "$file" || echo "$1=$2" >>"$file"; }
+  add SITETI_API_KEY "sk_sandbox_$(openssl rand -hex 12)"
+  add SITETI_SIGNING_SECRET "$(openssl rand -hex 32)"
+  add SITETI_WEBHOOK_SECRETS "$(openssl rand -hex 32)"
+  for name in MONIEPOINT_WEBHOOK_SECRETS MONNIFY_CLIENT_SECRETS PAYSTACK_SECRET_KEYS \
+      FLUTTERWAVE_SECRET_HASHES FLUTTERWAVE_SECRET_KEY WASAAPAY_WEBHOOK_SECRETS \
+      OPENMARKET_PRIVATE_KEYS ADMIN_API_TOKENS; do
+    add "$name" "$(openssl rand -hex 32)"
+  done
+  add GENERIC_WEBHOOK_SECRETS "whsec_$(openssl rand -base64 32)"
 }
 
 is_running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -71,6 +80,14 @@ up() {
     SANDBOX_WEBHOOK_URL="http://127.0.0.1:$receipts_port/siteti/webhooks" \
       start sandbox "$PY" -m siteti_sandbox
     wait_ready sandbox "http://127.0.0.1:$sandbox_port/readyz"
+    # The sandbox knows templates.md's eight; approve every template the rules can choose.
+    "$PY" scripts/sandbox_templates.py --sandbox "http://127.0.0.1:$sandbox_port" >/dev/null
+  fi
+  if [ -z "${FLUTTERWAVE_API_BASE_URL:-}" ]; then
+    local standin_port="${FLUTTERWAVE_STANDIN_PORT:-8091}"
+    export FLUTTERWAVE_API_BASE_URL="http://127.0.0.1:$standin_port"
+    start flutterwave-standin "$PY" -m ingest.flutterwave_standin
+    wait_ready flutterwave-standin "http://127.0.0.1:$standin_port/healthz"
   fi
   echo "SITETI_BASE_URL=$SITETI_BASE_URL" >"$RUN/siteti.env"
 
@@ -81,6 +98,9 @@ up() {
     DISPATCHER_INSTANCE="dispatcher-$i" DISPATCHER_METRICS_PORT=$((metrics_port + i - 1)) \
       start "dispatcher-$i" "$PY" -m dispatcher
   done
+  start filedrop "$PY" -m ingest.sources filedrop
+  # The poller reads a database view of the operator's choosing: only when one is configured.
+  if [ -n "${POLLER_QUERY:-}" ]; then start poller "$PY" -m ingest.sources poller; fi
   wait_ready receipts "http://127.0.0.1:$receipts_port/readyz"
   wait_ready ingest "http://127.0.0.1:$ingest_port/readyz"
   for i in $(seq 1 "$count"); do
@@ -103,8 +123,11 @@ stop() { # name
 
 down() {
   for pidfile in "$RUN"/dispatcher-*.pid; do [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"; done
+  stop poller
+  stop filedrop
   stop ingest
   stop receipts
+  stop flutterwave-standin
   stop sandbox
   rm -f "$RUN/siteti.env"
 }

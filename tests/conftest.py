@@ -1,20 +1,58 @@
 """Fixtures that connect to the real local stack (`make stack-up` writes `.stack/env`).
 
 Integration tests never fall back to fakes: when the stack is not up they fail, saying so.
+They never publish to the production topic names either: the session's canonical events go to
+a topic of its own (EVENTS_TOPIC, set here before any setting is read), dropped at the end, so
+a dispatcher started by `make up` never sees a test's events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from bridge.config import Settings, get_settings
 from bridge.db import connect
+from bridge.events import EVENTS_TOPIC
+
+_SESSION = uuid.uuid4().hex[:12]
+os.environ["EVENTS_TOPIC"] = f"test.bridge.events.{_SESSION}"
+# The stack's database is where `make up` keeps its state; the session works in its own.
+_STACK_DATABASE_URL = Settings().database_url
+os.environ["DATABASE_URL"] = (
+    urlsplit(_STACK_DATABASE_URL)._replace(path=f"/bridge_test_{_SESSION}").geturl()
+)
+
+
+async def _admin(statement: str) -> None:
+    conn = await asyncpg.connect(urlsplit(_STACK_DATABASE_URL)._replace(path="/postgres").geturl())
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_database() -> Iterator[None]:
+    """Create the session's database (unit tests run without a stack: then it is skipped here,
+    and any test that needs PostgreSQL fails in `pg_pool`, saying why)."""
+    name = urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError):
+        yield
+        return
+    yield
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def free_port() -> int:
@@ -59,3 +97,16 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
             f"Kafka at KAFKA_BOOTSTRAP_SERVERS is not reachable ({exc}); run `make stack-up`"
         )
     yield settings.kafka_bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+async def events_topic(kafka_bootstrap: str, settings: Settings) -> AsyncIterator[str]:
+    """The session's own canonical-events topic (EVENTS_TOPIC), as partitioned as the real one."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.events_topic, EVENTS_TOPIC.partitions, 1)])
+        yield settings.events_topic
+        await admin.delete_topics([settings.events_topic])
+    finally:
+        await admin.close()

@@ -1,8 +1,8 @@
 """The legacy file drop against the real stack: files in a temporary inbox, events checked on
-`bridge.events.v1`, files tracked in `filedrop_files`.
+the test session's topic (EVENTS_TOPIC), files tracked in `filedrop_files`.
 
 Every dropped file gets a unique name, so its references (`filedrop:<stem>:…`) and its
-tracking row are this test's own on the shared topic and database.
+tracking row are this test's own in the shared database, on the test session's topic.
 """
 
 from __future__ import annotations
@@ -17,20 +17,19 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bridge.config import Settings
-from bridge.events import EVENTS_TOPIC, CanonicalEvent
+from bridge.config import Settings, get_settings
 from bridge.kafka import new_producer
-from bridge.topics import ensure_topics
 from ingest.sources.filedrop import FileDrop, FileResult
+from tests.kafka_tools import collect, consumer_from_now
 
 pytestmark = pytest.mark.integration
 
@@ -41,58 +40,12 @@ FIXTURES = ROOT / "tests" / "fixtures" / "filedrop"
 # --- Kafka -------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def events_from_now(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer positioned at the current end of every events partition."""
-    probe = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await probe.start()
-    try:
-        partitions = await probe.partitions_for(EVENTS_TOPIC.name)
-    finally:
-        await probe.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(EVENTS_TOPIC.name, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve the end offsets before anything is sent
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
-async def collect(
-    consumer: AIOKafkaConsumer,
-    subject_prefix: str | tuple[str, ...],
-    expected: int,
-    timeout: float = 30,
-    linger: float = 2.0,
-) -> list[CanonicalEvent]:
-    """The events whose subject starts with `subject_prefix`: until `expected` have arrived,
-    then `linger` seconds more so that any extra (a duplicate) is seen too."""
-    found: list[CanonicalEvent] = []
-    deadline = time.monotonic() + timeout
-    settled_at: float | None = None
-    while True:
-        now = time.monotonic()
-        if settled_at is None and len(found) >= expected:
-            settled_at = now + linger
-        if (settled_at is not None and now >= settled_at) or now >= deadline:
-            break
-        batches = await consumer.getmany(timeout_ms=300)
-        for records in batches.values():
-            for record in records:
-                event = CanonicalEvent.from_json(record.value)
-                if event.subject.startswith(subject_prefix):
-                    found.append(event)
-    return found
+def events_from_now(bootstrap: str) -> AbstractAsyncContextManager[AIOKafkaConsumer]:
+    return consumer_from_now(bootstrap, get_settings().events_topic)
 
 
 @pytest.fixture(scope="module")
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    await ensure_topics(kafka_bootstrap)
+async def producer(kafka_bootstrap: str, events_topic: str) -> AsyncIterator[AIOKafkaProducer]:
     producer = new_producer(kafka_bootstrap)
     await producer.start()
     yield producer
@@ -129,6 +82,7 @@ def make_drop(
             "producer": producer,
             "inbox": inbox,
             "settle_seconds": 0.0,
+            "topic": get_settings().events_topic,
         }
         options.update(kwargs)
         return FileDrop(**options)

@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from bridge.config import Settings
@@ -25,6 +25,7 @@ from bridge.signing import sign_siteti_webhook
 from bridge.topics import ensure_topics
 from receipts.app import create_app
 from tests.conftest import free_port
+from tests.kafka_tools import consumer_from_now
 
 pytestmark = pytest.mark.integration
 
@@ -141,27 +142,8 @@ async def audit_rows(pool: asyncpg.Pool, reference: str) -> list[asyncpg.Record]
     )
 
 
-@asynccontextmanager
-async def audit_topic_from_now(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer positioned at the current end of every audit partition."""
-    # A bare producer is the public way to read a topic's partitions (it fetches metadata).
-    probe = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await probe.start()
-    try:
-        partitions = await probe.partitions_for(AUDIT_TOPIC.name)
-    finally:
-        await probe.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(AUDIT_TOPIC.name, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve the end offsets before anything is sent
-        yield consumer
-    finally:
-        await consumer.stop()
+def audit_topic_from_now(bootstrap: str) -> AbstractAsyncContextManager[AIOKafkaConsumer]:
+    return consumer_from_now(bootstrap, AUDIT_TOPIC.name)
 
 
 async def wait_for_audit_record(

@@ -19,7 +19,15 @@ from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED, render
 from bridge.signing import SignatureError
 
 from .providers import PROVIDERS
-from .providers.base import Confirming, Handshake, Ignored, PayloadError, Provider, WebhookRequest
+from .providers.base import (
+    Configurable,
+    Confirming,
+    Handshake,
+    Ignored,
+    PayloadError,
+    Provider,
+    WebhookRequest,
+)
 
 log = get_logger("ingest")
 
@@ -49,6 +57,11 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    # A provider that cannot work with its configuration stops the start, saying what to fix.
+    for provider in PROVIDERS.values():
+        if isinstance(provider, Configurable):
+            provider.check_configuration(secrets_for(provider, settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

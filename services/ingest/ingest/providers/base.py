@@ -87,6 +87,14 @@ class Confirming(Protocol):
         does not confirm every event; ConfirmationUnavailable when it cannot be asked."""
 
 
+@runtime_checkable
+class Configurable(Protocol):
+    """A provider whose configuration can be wrong in ways worth refusing at start-up."""
+
+    def check_configuration(self, secrets: Sequence[str]) -> None:
+        """Raise ValueError naming the setting to fix."""
+
+
 def require(mapping: Mapping[str, Any], *path: str) -> Any:
     """`mapping[path[0]][path[1]]…`, or PayloadError naming the missing field."""
     current: Any = mapping

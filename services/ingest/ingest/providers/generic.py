@@ -17,7 +17,13 @@ from typing import Any, ClassVar, Literal, cast
 
 from bridge.config import Settings, get_settings
 from bridge.events import Customer, EventData, new_event
-from bridge.signing import Algorithm, Encoding, verify_hmac, verify_standard_webhook
+from bridge.signing import (
+    Algorithm,
+    Encoding,
+    standard_webhooks_key,
+    verify_hmac,
+    verify_standard_webhook,
+)
 
 from .base import (
     Ignored,
@@ -117,6 +123,17 @@ class Generic:
         if self._scheme is None:
             self._scheme = SignatureScheme.from_settings(get_settings())
         return self._scheme
+
+    def check_configuration(self, secrets: Sequence[str]) -> None:
+        if self.scheme.scheme == "standard-webhooks":
+            for secret in secrets:
+                try:
+                    standard_webhooks_key(secret)
+                except ValueError as exc:
+                    raise ValueError(
+                        "GENERIC_WEBHOOK_SECRETS: a Standard Webhooks secret is whsec_ followed"
+                        " by base64 (with its '=' padding)"
+                    ) from exc
 
     def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
         scheme = self.scheme

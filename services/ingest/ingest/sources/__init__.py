@@ -38,7 +38,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from bridge.events import EVENT_TYPES, EVENTS_TOPIC, CanonicalEvent, Customer, EventData, new_event
+from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, new_event
 
 from ..providers.base import to_decimal
 
@@ -206,7 +206,7 @@ async def send_all(
     producer: AIOKafkaProducer,
     events: Sequence[CanonicalEvent],
     within: float,
-    topic: str = EVENTS_TOPIC.name,
+    topic: str,
 ) -> list[BaseException | None]:
     """Publish `events` in order and wait for the broker's acknowledgements (acks=all).
 

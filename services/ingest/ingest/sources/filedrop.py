@@ -88,7 +88,7 @@ from aiokafka import AIOKafkaProducer
 
 from bridge.config import Settings, get_settings
 from bridge.db import connect
-from bridge.events import EVENT_TYPES, EVENTS_TOPIC, CanonicalEvent
+from bridge.events import EVENT_TYPES, CanonicalEvent
 from bridge.kafka import new_producer
 from bridge.logs import configure_logging, get_logger
 
@@ -657,7 +657,7 @@ class FileDrop:
         lease_seconds: float = 300.0,
         max_bytes: int = 50 * 1024 * 1024,
         send_timeout: float = 10.0,
-        topic: str = EVENTS_TOPIC.name,
+        topic: str,
         owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -67,7 +67,7 @@ from aiokafka import AIOKafkaProducer
 
 from bridge.config import Settings, get_settings
 from bridge.db import connect, create_pool
-from bridge.events import EVENTS_TOPIC, CanonicalEvent
+from bridge.events import CanonicalEvent
 from bridge.kafka import new_producer
 from bridge.logs import configure_logging, get_logger
 
@@ -208,7 +208,7 @@ class Poller:
         lease_seconds: float = 300.0,
         batch_size: int = 200,
         send_timeout: float = 10.0,
-        topic: str = EVENTS_TOPIC.name,
+        topic: str,
         owner: str | None = None,
     ) -> None:
         if not query.strip():
