@@ -95,6 +95,35 @@ class Configurable(Protocol):
         """Raise ValueError naming the setting to fix."""
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """A verified `{"<event key>": name, "<data key>": {...}}` body, its event understood."""
+
+    payload: Mapping[str, Any]
+    event: str  # the provider's own event name
+    canonical: str  # the canonical type it maps to
+    data: Mapping[str, Any]
+
+
+def open_envelope(
+    payload: Mapping[str, Any],
+    event_map: Mapping[str, str],
+    provider: str,
+    *,
+    event_key: str = "event",
+    data_key: str = "data",
+) -> Envelope | Ignored:
+    """The event of an envelope-shaped body, or Ignored for one the bridge sends nothing for."""
+    event = str(payload.get(event_key) or "")
+    canonical = event_map.get(event)
+    if canonical is None:
+        return Ignored(f"{provider} {event!r} is not a notifiable event")
+    data = require(payload, data_key)
+    if not isinstance(data, Mapping):
+        raise PayloadError(f"{data_key} must be an object")
+    return Envelope(payload, event, canonical, data)
+
+
 def require(mapping: Mapping[str, Any], *path: str) -> Any:
     """`mapping[path[0]][path[1]]…`, or PayloadError naming the missing field."""
     current: Any = mapping

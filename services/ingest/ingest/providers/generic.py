@@ -28,9 +28,9 @@ from bridge.signing import (
 from .base import (
     Ignored,
     Outcome,
-    PayloadError,
     WebhookRequest,
     json_object,
+    open_envelope,
     payload_fields,
     require,
     to_datetime,
@@ -162,13 +162,10 @@ class Generic:
             return self._parse(payload)
 
     def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = str(payload.get("event") or "")
-        canonical = EVENT_MAP.get(event_type)
-        if canonical is None:
-            return Ignored(f"generic event {event_type!r} is not a notifiable event")
-        data = require(payload, "data")
-        if not isinstance(data, Mapping):
-            raise PayloadError("data must be an object")
+        envelope = open_envelope(payload, EVENT_MAP, "generic event")
+        if isinstance(envelope, Ignored):
+            return envelope
+        canonical, data = envelope.canonical, envelope.data
         customer = require(data, "customer")
         event = EventData(
             provider=self.name,

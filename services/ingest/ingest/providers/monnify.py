@@ -18,9 +18,9 @@ from .base import (
     WAT,
     Ignored,
     Outcome,
-    PayloadError,
     WebhookRequest,
     json_object,
+    open_envelope,
     payload_fields,
     require,
     to_datetime,
@@ -60,13 +60,12 @@ class Monnify:
             return self._parse(payload)
 
     def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = str(payload.get("eventType") or "")
-        canonical = EVENT_MAP.get(event_type)
-        if canonical is None:
-            return Ignored(f"Monnify {event_type!r} is not a notifiable event")
-        data = require(payload, "eventData")
-        if not isinstance(data, Mapping):
-            raise PayloadError("eventData must be an object")
+        envelope = open_envelope(
+            payload, EVENT_MAP, "Monnify", event_key="eventType", data_key="eventData"
+        )
+        if isinstance(envelope, Ignored):
+            return envelope
+        event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         if event_type == "SUCCESSFUL_TRANSACTION":
             status = str(data.get("paymentStatus") or "PAID").upper()
             if status not in PAID_STATUSES:

@@ -21,6 +21,7 @@ from .base import (
     customer_name,
     json_object,
     minor_to_decimal,
+    open_envelope,
     payload_fields,
     require,
     to_datetime,
@@ -70,13 +71,10 @@ class Paystack:
             return self._parse(payload)
 
     def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = str(payload.get("event") or "")
-        canonical = EVENT_MAP.get(event_type)
-        if canonical is None:
-            return Ignored(f"Paystack {event_type!r} is not a notifiable event")
-        data = require(payload, "data")
-        if not isinstance(data, Mapping):
-            raise PayloadError("data must be an object")
+        envelope = open_envelope(payload, EVENT_MAP, "Paystack")
+        if isinstance(envelope, Ignored):
+            return envelope
+        event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         if event_type == "charge.success":
             if str(data.get("status") or "success") != "success":
                 return Ignored(f"Paystack charge.success with status {data.get('status')!r}")

@@ -22,6 +22,7 @@ from .base import (
     PayloadError,
     WebhookRequest,
     json_object,
+    open_envelope,
     payload_fields,
     phone_digits,
     require,
@@ -80,13 +81,10 @@ class WasaaPay:
             return self._parse(payload)
 
     def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = str(payload.get("event") or "")
-        canonical = EVENT_MAP.get(event_type)
-        if canonical is None:
-            return Ignored(f"WasaaPay {event_type!r} is not a notifiable event")
-        data = require(payload, "data")
-        if not isinstance(data, Mapping):
-            raise PayloadError("data must be an object")
+        envelope = open_envelope(payload, EVENT_MAP, "WasaaPay")
+        if isinstance(envelope, Ignored):
+            return envelope
+        event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         customer = require(data, "customer")
         phone = phone_digits(customer.get("phone"))
         email = customer.get("email") or None
