@@ -17,12 +17,14 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from bridge.config import Settings, get_settings
 from bridge.db import connect
 from bridge.events import EVENTS_TOPIC
+from bridge.kafka import new_producer
 
 _SESSION = uuid.uuid4().hex[:12]
 os.environ["EVENTS_TOPIC"] = f"test.bridge.events.{_SESSION}"
@@ -97,6 +99,15 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
             f"Kafka at KAFKA_BOOTSTRAP_SERVERS is not reachable ({exc}); run `make stack-up`"
         )
     yield settings.kafka_bootstrap_servers
+
+
+@pytest.fixture(scope="module")
+async def producer(kafka_bootstrap: str, events_topic: str) -> AsyncIterator[AIOKafkaProducer]:
+    """The project's own producer (acks=all, idempotent), with the session's topic in place."""
+    producer = new_producer(kafka_bootstrap)
+    await producer.start()
+    yield producer
+    await producer.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bridge.config import get_settings
 from bridge.events import CanonicalEvent
 
 
@@ -33,6 +34,11 @@ async def consumer_from_now(bootstrap: str, topic: str) -> AsyncIterator[AIOKafk
         yield consumer
     finally:
         await consumer.stop()
+
+
+def events_from_now(bootstrap: str) -> AbstractAsyncContextManager[AIOKafkaConsumer]:
+    """`consumer_from_now` on the test session's canonical-events topic (EVENTS_TOPIC)."""
+    return consumer_from_now(bootstrap, get_settings().events_topic)
 
 
 async def collect(

@@ -17,19 +17,17 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bridge.config import Settings, get_settings
-from bridge.kafka import new_producer
 from ingest.sources.filedrop import FileDrop, FileResult
-from tests.kafka_tools import collect, consumer_from_now
+from tests.kafka_tools import collect, events_from_now
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +36,6 @@ FIXTURES = ROOT / "tests" / "fixtures" / "filedrop"
 
 
 # --- Kafka -------------------------------------------------------------------------------------
-
-
-def events_from_now(bootstrap: str) -> AbstractAsyncContextManager[AIOKafkaConsumer]:
-    return consumer_from_now(bootstrap, get_settings().events_topic)
-
-
-@pytest.fixture(scope="module")
-async def producer(kafka_bootstrap: str, events_topic: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = new_producer(kafka_bootstrap)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 # --- the inbox ---------------------------------------------------------------------------------
