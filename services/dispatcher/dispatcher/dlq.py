@@ -122,19 +122,6 @@ async def put(
     return entry_id
 
 
-async def settle(
-    pool: asyncpg.Pool, dedupe_key: str, status: Status, note: str | None = None
-) -> None:
-    """Close an entry after a successful retry (or an operator's decision)."""
-    await pool.execute(
-        "UPDATE dead_letters SET status = $2, last_error = COALESCE($3, last_error),"
-        " retry_count = retry_count + 1, updated_at = now() WHERE dedupe_key = $1",
-        dedupe_key,
-        status,
-        note,
-    )
-
-
 # --- Reading and working the store (retrier, `bridge dlq`, the admin API) -------------------
 
 _ENTRY_COLUMNS = (

@@ -14,8 +14,6 @@ Run one per process (each holds one Kafka producer and stops cleanly on SIGTERM)
     python -m ingest.sources poller [--once]
     python -m ingest.sources filedrop [--once]
 
-(`python -m ingest.sources.poller` and `python -m ingest.sources.filedrop` work too.)
-
 This module holds what both share: the canonical field mapping from a flat record, value
 parsing, the batched publish and the SIGTERM handling.
 """

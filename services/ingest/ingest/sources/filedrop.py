@@ -70,7 +70,6 @@ import csv
 import hashlib
 import io
 import os
-import sys
 import time
 import uuid
 import xml.parsers.expat
@@ -86,11 +85,11 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bridge.config import Settings, get_settings
+from bridge.config import Settings
 from bridge.db import connect
 from bridge.events import EVENT_TYPES, CanonicalEvent
 from bridge.kafka import new_producer
-from bridge.logs import configure_logging, get_logger
+from bridge.logs import get_logger
 
 from . import (
     CUSTOMER_FIELDS,
@@ -945,14 +944,3 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         stopper.uninstall()
         log.info("filedrop_stopped")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    settings = get_settings()
-    configure_logging("ingest-filedrop", settings.log_level)
-    sys.exit(asyncio.run(run(settings, once="--once" in args)))
-
-
-if __name__ == "__main__":
-    main()

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,11 +64,11 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bridge.config import Settings, get_settings
+from bridge.config import Settings
 from bridge.db import connect, create_pool
 from bridge.events import CanonicalEvent
 from bridge.kafka import new_producer
-from bridge.logs import configure_logging, get_logger
+from bridge.logs import get_logger
 
 from . import EVENT_FIELDS, RowError, Stopper, as_text, build_event, send_all, worker_id
 
@@ -433,14 +432,3 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         stopper.uninstall()
         log.info("poller_stopped", source=poller.source)
     return status if once else 0
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    settings = get_settings()
-    configure_logging("ingest-poller", settings.log_level)
-    sys.exit(asyncio.run(run(settings, once="--once" in args)))
-
-
-if __name__ == "__main__":
-    main()
