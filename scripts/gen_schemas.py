@@ -23,7 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bridge.events import EVENT_TYPES, SCHEMA_VERSION, CanonicalEvent
+from bridge.events import (
+    AMOUNT_PATTERN,
+    EARLIEST_EVENT_TIME,
+    EVENT_TYPES,
+    MAX_FUTURE_SKEW,
+    SCHEMA_VERSION,
+    CanonicalEvent,
+)
 from dispatcher.rules import type_facts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +69,11 @@ V1_DATA = (
 )
 V1_CUSTOMER = ("account_number", "email", "phone", "name")
 
+# JSON Schema has no bounds for a date-time: the model's window is stated instead.
+_WINDOW = (
+    f" Never before {EARLIEST_EVENT_TIME:%Y-%m-%d} nor more than"
+    f" {MAX_FUTURE_SKEW.days} day ahead of the producer's clock."
+)
 ENVELOPE_DOCS = {
     "specversion": "CloudEvents version: always 1.0.",
     "id": "Event id (UUID), derived from subject and type: a redelivery has the same id."
@@ -69,7 +81,8 @@ ENVELOPE_DOCS = {
     "source": "Producer: /siteti-bridge/ingest/<provider>.",
     "type": "Canonical event type.",
     "subject": "The Siteti reference <provider>:<transaction_reference>.",
-    "time": "When the business event happened (the provider's time), else when it was received.",
+    "time": "When the business event happened (the provider's time), else when it was received."
+    + _WINDOW,
     "datacontenttype": "Always application/json.",
     "dataschema": "This schema's $id: urn:siteti-bridge:schema:<type>:v<dataversion>.",
     "dataversion": "Contract version of data (extension attribute).",
@@ -85,7 +98,7 @@ DATA_DOCS = {
     "reason": "Why it failed (free text from the provider); set on every *.failed event.",
     "description": "The provider's description or narration.",
     "channel": "Payment channel (card, transfer, …) when given.",
-    "occurred_at": "The provider's own timestamp, when given.",
+    "occurred_at": "The provider's own timestamp, when given." + _WINDOW,
     "next_due_date": "Next payment due date (YYYY-MM-DD) when the source gives one.",
     "details": "Source-specific facts, text values (order_id, biller, property, due_date…).",
 }
@@ -145,23 +158,28 @@ def schema_for(event_type: str) -> dict[str, Any]:
     envelope["dataschema"] = {"const": urn, "description": ENVELOPE_DOCS["dataschema"]}
     envelope["dataversion"] = {"const": SCHEMA_VERSION, "description": ENVELOPE_DOCS["dataversion"]}
     envelope["id"]["format"] = "uuid"
-    envelope["source"].update({"format": "uri-reference", "minLength": 1})
-    envelope["subject"]["pattern"] = "^[^:]+:.+$"
+    envelope["source"]["format"] = "uri-reference"
     schema["required"] = _required(schema.get("required", []), V1_ENVELOPE, envelope)
 
     data = defs["EventData"]
     fields = data["properties"]
     _describe(fields, DATA_DOCS)
-    fields["amount"]["pattern"] = r"^[0-9]+(\.[0-9]+)?$"
-    fields["provider"]["minLength"] = 1
-    fields["transaction_reference"]["minLength"] = 1
+    # The model's limits are in the schemas as the model generates them (maxLength, pattern);
+    # the amount is a string on the wire, so its bounds are a pattern.
+    fields["amount"]["pattern"] = AMOUNT_PATTERN
     facts = type_facts(event_type)
     if "reason" in facts.fields:
-        fields["reason"] = {"type": "string", "minLength": 1, "description": DATA_DOCS["reason"]}
+        text = next(s for s in fields["reason"]["anyOf"] if s.get("type") == "string")
+        fields["reason"] = {**text, "minLength": 1, "description": DATA_DOCS["reason"]}
     details = fields["details"]
+    # pydantic writes a constrained key as patternProperties; say it as JSON Schema means it:
+    # every key obeys propertyNames, every value the text schema.
+    (key_pattern, value), *_ = details.pop("patternProperties").items()
+    details["propertyNames"]["pattern"] = key_pattern
+    details["additionalProperties"] = value
     if facts.details:
         details["properties"] = {
-            key: {"type": "string", "description": DETAILS_DOCS.get(key, key)}
+            key: {**value, "description": DETAILS_DOCS.get(key, key)}
             for key in sorted(facts.details)
         }
     if facts.open_details:

@@ -2,20 +2,22 @@
 # Stop what scripts/stack/up.sh started (found by the pid files in .stack/run/), nothing else.
 # Harmless when nothing runs. Data is kept unless --purge is given, which also deletes
 # .stack/kafka-data, .stack/pg-data and .stack/redis (never the jar cache .stack/kafka-libs).
+# Usage: down.sh [--purge] [kafka|redis|postgres]...  (none named: all three).
 set -euo pipefail
 
 # shellcheck source=scripts/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+parse_components "$@"
 PURGE=""
-for arg in "$@"; do
+for arg in ${ARGS[@]+"${ARGS[@]}"}; do
     case "$arg" in
     --purge) PURGE=1 ;;
     -h | --help)
-        sed -n '2,4s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,5s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
-    *) die "unknown argument: $arg (usage: down.sh [--purge])" ;;
+    *) die "unknown argument: $arg (usage: down.sh [--purge] [kafka|redis|postgres]...)" ;;
     esac
 done
 
@@ -74,12 +76,18 @@ stop_postgres() {
 }
 
 # The pattern guards against killing an unrelated process that reused a recorded pid.
-stop_by_pidfile kafka "$RUN_DIR/kafka.pid" "$KAFKA_PROPS"
-stop_by_pidfile redis "$RUN_DIR/redis.pid" redis-server
-rm -f "$RUN_DIR/redis.port"
-stop_postgres
+if selected kafka; then stop_by_pidfile kafka "$RUN_DIR/kafka.pid" "$KAFKA_PROPS"; fi
+if selected redis; then
+    stop_by_pidfile redis "$RUN_DIR/redis.pid" redis-server
+    rm -f "$RUN_DIR/redis.port"
+fi
+if selected postgres; then stop_postgres; fi
 
 if [ -n "$PURGE" ]; then
-    log "purge: deleting .stack/kafka-data .stack/pg-data .stack/redis (keeping .stack/kafka-libs)"
-    rm -rf "$KAFKA_DATA" "$PG_DATA" "$REDIS_DIR" "$KAFKA_PROPS"
+    purge=()
+    if selected kafka; then purge+=("$KAFKA_DATA" "$KAFKA_PROPS"); fi
+    if selected postgres; then purge+=("$PG_DATA"); fi
+    if selected redis; then purge+=("$REDIS_DIR"); fi
+    log "purge: deleting ${purge[*]#"$ROOT"/} (keeping .stack/kafka-libs)"
+    rm -rf "${purge[@]}"
 fi

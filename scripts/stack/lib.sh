@@ -6,14 +6,17 @@
 #   .stack/kafka-data/  KRaft log dir          .stack/pg-data/  PostgreSQL cluster
 #   .stack/redis/       Redis AOF              .stack/run/      pid files, pg socket, lock
 #   .stack/logs/        one log per component  .stack/env       URLs for the services/tests
+#
+# STACK_DIR (default .stack) puts a second, private stack elsewhere, e.g. with other ports
+# for a test that restarts its components; the jar cache stays in .stack/kafka-libs.
 
 # The repo root is found from this file's location, so the scripts work from any cwd.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 STACK_SCRIPTS="$ROOT/scripts/stack"
-STACK="$ROOT/.stack"
+STACK="${STACK_DIR:-$ROOT/.stack}"
 RUN_DIR="$STACK/run"
 LOG_DIR="$STACK/logs"
-KAFKA_LIBS="$STACK/kafka-libs"
+KAFKA_LIBS="$ROOT/.stack/kafka-libs"
 KAFKA_DATA="$STACK/kafka-data"
 KAFKA_PROPS="$STACK/kafka-server.properties"
 PG_DATA="$STACK/pg-data"
@@ -42,6 +45,26 @@ die_with_log() { # what-failed logfile
         if [ -f "$2" ]; then tail -n 20 "$2" | sed 's/^/    /'; else echo "    (no log file)"; fi
     } >&2
     exit 1
+}
+
+# The components named on the command line (all three when none is), into COMPONENTS;
+# other arguments into ARGS.
+ALL_COMPONENTS=(kafka redis postgres)
+parse_components() { # args...
+    COMPONENTS=()
+    ARGS=()
+    local arg
+    for arg in "$@"; do
+        case "$arg" in
+        kafka | redis | postgres) COMPONENTS+=("$arg") ;;
+        *) ARGS+=("$arg") ;;
+        esac
+    done
+    [ "${#COMPONENTS[@]}" -gt 0 ] || COMPONENTS=("${ALL_COMPONENTS[@]}")
+}
+
+selected() { # component
+    [[ " ${COMPONENTS[*]} " == *" $1 "* ]]
 }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }

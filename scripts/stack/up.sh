@@ -6,6 +6,9 @@
 # the environment (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, DATABASE_URL) is not started, only checked.
 # Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), REDIS_PORT (6379), POSTGRES_PORT (5432).
 # Ends by writing .stack/env and creating the topics (python -m bridge.topics).
+# Usage: up.sh [kafka|redis|postgres]...  (none named: all three). Naming components starts
+# (or checks) only those, e.g. to bring one back after `down.sh redis`; topics are created
+# only when Kafka is among them.
 set -euo pipefail
 
 # shellcheck source=scripts/stack/lib.sh
@@ -19,6 +22,9 @@ if [ -z "${_STACK_UP_LOCKED:-}" ]; then
     export _STACK_UP_LOCKED=1
     exec flock -o -w 600 "$RUN_DIR/up.lock" bash "${BASH_SOURCE[0]}" "$@"
 fi
+
+parse_components "$@"
+[ "${#ARGS[@]}" -eq 0 ] || die "unknown argument: ${ARGS[0]} (usage: up.sh [kafka|redis|postgres]...)"
 
 T0=$SECONDS
 [ -x "$PY" ] || die "no Python venv at $ROOT/.venv: run 'uv sync --frozen --extra dev' first"
@@ -41,14 +47,14 @@ PG_LOG="$LOG_DIR/postgres.log"
 # ---------------------------------------------------------------------------------------------
 install_missing_packages() {
     local pkgs=() new_pg=""
-    if [ -z "$EXT_KAFKA" ]; then
+    if selected kafka && [ -z "$EXT_KAFKA" ]; then
         command -v java >/dev/null || pkgs+=(default-jre-headless)
         command -v mvn >/dev/null || pkgs+=(maven)
     fi
-    if [ -z "$EXT_REDIS" ] && ! command -v redis-server >/dev/null; then
+    if selected redis && [ -z "$EXT_REDIS" ] && ! command -v redis-server >/dev/null; then
         pkgs+=(redis-server)
     fi
-    if [ -z "$EXT_PG" ] && [ -z "$(find_pg_bin)" ]; then
+    if selected postgres && [ -z "$EXT_PG" ] && [ -z "$(find_pg_bin)" ]; then
         pkgs+=(postgresql)
         new_pg=1
     fi
@@ -306,23 +312,28 @@ SQL
 install_missing_packages
 
 # Kafka's JVM boots while Redis and PostgreSQL come up.
-if [ -z "$EXT_KAFKA" ]; then
+if selected kafka && [ -z "$EXT_KAFKA" ]; then
     command -v java >/dev/null || die "kafka: java not found (Java 17+ is needed)"
     kafka_start
 fi
-redis_up
-pg_up
-kafka_wait
+if selected redis; then redis_up; fi
+if selected postgres; then pg_up; fi
+if selected kafka; then kafka_wait; fi
 
-# .stack/env first: bridge.topics (and every service) reads it.
-{
-    echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_URL"
-    echo "REDIS_URL=$REDIS_URL_OUT"
-    echo "DATABASE_URL=$PG_URL_OUT"
-} >"$ENV_FILE.tmp"
-mv "$ENV_FILE.tmp" "$ENV_FILE"
+# .stack/env first: bridge.topics (and every service) reads it. Only a full start writes it:
+# bringing one component back must not rewrite the others' URLs (they may be external).
+if [ "${#COMPONENTS[@]}" -eq "${#ALL_COMPONENTS[@]}" ]; then
+    {
+        echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_URL"
+        echo "REDIS_URL=$REDIS_URL_OUT"
+        echo "DATABASE_URL=$PG_URL_OUT"
+    } >"$ENV_FILE.tmp"
+    mv "$ENV_FILE.tmp" "$ENV_FILE"
+fi
 
-if "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("bridge.topics") is None)' 2>/dev/null; then
+if ! selected kafka; then
+    : # the topics are where they were
+elif "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("bridge.topics") is None)' 2>/dev/null; then
     log "topics: python -m bridge.topics"
     (cd "$ROOT" && BRIDGE_ENV_FILE="$ENV_FILE" KAFKA_BOOTSTRAP_SERVERS="$KAFKA_URL" \
         REDIS_URL="$REDIS_URL_OUT" DATABASE_URL="$PG_URL_OUT" "$PY" -m bridge.topics) ||
@@ -334,7 +345,11 @@ fi
 describe() { # name url pid
     if [ -n "$3" ]; then printf '  %-9s %-55s pid %s\n' "$1" "$2" "$3"; else printf '  %-9s %-55s (external)\n' "$1" "$2"; fi
 }
-log "stack is up in $((SECONDS - T0))s (env: .stack/env, logs: .stack/logs/)"
-describe kafka "$KAFKA_URL" "$KAFKA_PID"
-describe redis "$REDIS_URL_OUT" "$REDIS_PID"
-describe postgres "$PG_URL_OUT" "$PG_PID"
+if [ "${#COMPONENTS[@]}" -eq "${#ALL_COMPONENTS[@]}" ]; then
+    log "stack is up in $((SECONDS - T0))s (env: ${ENV_FILE#"$ROOT"/}, logs: ${LOG_DIR#"$ROOT"/}/)"
+else
+    log "${COMPONENTS[*]}: up in $((SECONDS - T0))s"
+fi
+if selected kafka; then describe kafka "$KAFKA_URL" "$KAFKA_PID"; fi
+if selected redis; then describe redis "$REDIS_URL_OUT" "$REDIS_PID"; fi
+if selected postgres; then describe postgres "$PG_URL_OUT" "$PG_PID"; fi

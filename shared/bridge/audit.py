@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from .events import AUDIT_TOPIC
+from .kafka import DurableProducer
 from .logs import get_logger
 from .metrics import OUTBOX_LAG
 
@@ -101,17 +101,27 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
+        producer: DurableProducer,
         *,
         batch_size: int = 500,
         idle_seconds: float = 0.2,
+        timeout_seconds: float = 30.0,
+        max_backoff_seconds: float = 5.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
+        # A batch that takes longer (Kafka or PostgreSQL gone mid-batch) is given up and its
+        # rows unlocked: the next attempt sends them again rather than waiting on a dead peer.
+        self._timeout_seconds = timeout_seconds
+        self._max_backoff_seconds = max_backoff_seconds
 
     async def relay_once(self) -> int:
+        async with asyncio.timeout(self._timeout_seconds):
+            return await self._relay_batch()
+
+    async def _relay_batch(self) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, topic, key, payload FROM outbox ORDER BY id"
@@ -133,15 +143,20 @@ class OutboxRelay:
             return len(rows)
 
     async def run(self) -> None:
+        """Relay until cancelled. Every failure (Kafka or PostgreSQL away, restarting) is
+        retried with a short, capped backoff, so relaying resumes within seconds of their
+        return; it never stops for good."""
+        failures = 0
         while True:
             try:
                 sent = await self.relay_once()
                 OUTBOX_LAG.set(await self._pool.fetchval("SELECT count(*) FROM outbox"))
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("outbox_relay_error", error=str(exc))
-                sent = 0
             except Exception as exc:
-                log.warning("outbox_relay_error", error=repr(exc))
-                sent = 0
+                failures += 1
+                log.warning("outbox_relay_error", error=repr(exc), failures=failures)
+                backoff = self._idle_seconds * 2 ** min(failures, 10)
+                await asyncio.sleep(min(backoff, self._max_backoff_seconds))
+                continue
+            failures = 0
             if sent < self._batch_size:
                 await asyncio.sleep(self._idle_seconds)

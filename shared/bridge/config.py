@@ -90,7 +90,18 @@ class Settings(BaseSettings):
     dispatcher_shutdown_grace_seconds: float = 20.0
     dedupe_ttl_seconds: int = 7 * 24 * 3600
     # A crashed instance's events are taken over after this; live ones renew every third.
-    dedupe_lease_seconds: int = 30
+    # No longer than the session timeout: by the time a survivor owns a dead instance's
+    # partitions, its leases have lapsed. Safe when short: a second attempt at an event
+    # carries the same Idempotency-Key, so Siteti replays instead of sending twice.
+    dedupe_lease_seconds: int = 6
+    # A dead instance leaves the consumer group after the session timeout (6 s is Kafka's
+    # default group.min.session.timeout.ms); heartbeats (a third of it or less) come from
+    # the consumer's own thread, so a busy event loop does not miss them.
+    dispatcher_session_timeout_seconds: float = 6.0
+    dispatcher_heartbeat_interval_seconds: float = 1.5
+    # Attempts at an event that fails for a reason other than a dependency outage, before
+    # it is dead-lettered as `unprocessable` and its lane moves on.
+    dispatcher_poison_attempts: int = 3
     customer_cache_ttl_seconds: int = 300
     missing_contact_wait_seconds: float = 5.0
     default_country: str = "NG"
@@ -134,6 +145,23 @@ class Settings(BaseSettings):
     # A file claimed by a watcher that died mid-file is re-claimed after this long.
     filedrop_lease_seconds: float = 300.0
 
+    # Ingest edge defences (issue 7; ingest.defences, docs/security.md). CIDR lists are
+    # comma-separated, IPv4 and IPv6; an empty allowlist lets every address post.
+    moniepoint_allowed_ips: SecretList = Field(default_factory=list)
+    monnify_allowed_ips: SecretList = Field(default_factory=list)
+    paystack_allowed_ips: SecretList = Field(default_factory=list)
+    flutterwave_allowed_ips: SecretList = Field(default_factory=list)
+    wasaapay_allowed_ips: SecretList = Field(default_factory=list)
+    openmarket_allowed_ips: SecretList = Field(default_factory=list)
+    generic_allowed_ips: SecretList = Field(default_factory=list)
+    # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies).
+    trusted_proxies: SecretList = Field(default_factory=list)
+    # Rejected (unauthenticated) requests one client address may make per minute, counted
+    # across instances in Redis; validly signed webhooks are never counted. 0 = no limit.
+    ingest_ip_limit_per_minute: int = 60
+    # Requests one ingest process handles at once; more are answered 503 + Retry-After.
+    ingest_max_concurrency: int = 1000
+
     log_level: str = "INFO"
 
     @field_validator(
@@ -146,6 +174,14 @@ class Settings(BaseSettings):
         "openmarket_private_keys",
         "generic_webhook_secrets",
         "admin_api_tokens",
+        "moniepoint_allowed_ips",
+        "monnify_allowed_ips",
+        "paystack_allowed_ips",
+        "flutterwave_allowed_ips",
+        "wasaapay_allowed_ips",
+        "openmarket_allowed_ips",
+        "generic_allowed_ips",
+        "trusted_proxies",
         mode="before",
     )
     @classmethod

@@ -21,9 +21,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+# A connection attempt that takes longer is failed rather than awaited (asyncpg's default is
+# 60 s): while PostgreSQL restarts, callers get an error at once and retry on their own
+# backoff. The pool replaces connections the restart closed as they are used (and refills
+# its floor in the background), so nothing needs restarting once PostgreSQL is back.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=CONNECT_TIMEOUT_SECONDS,
     )
     return pool
 

@@ -8,14 +8,25 @@ Consumers read `type` (e.g. `payment.successful`), `subject` (the Siteti referen
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = "1"
 Priority = Literal["transactional", "bulk"]
@@ -67,15 +78,137 @@ AUDIT_TOPIC = Topic("bridge.audit.v1", 6, 30 * 24 * 3600 * 1000, "message lifecy
 TOPICS = (EVENTS_TOPIC, DEAD_LETTER_TOPIC, AUDIT_TOPIC)
 
 
+# --- Limits: what every consumer can take -------------------------------------------------
+# The model refuses anything outside these, so no producer (a webhook, the poller, the file
+# drop, a script) can put an event on the topic that the dispatcher, PostgreSQL (text and
+# jsonb refuse NUL; timestamps must convert to UTC) or Siteti would choke on. Ingest answers
+# such input 422; the sources report the row. docs/events.md lists them for consumers.
+
+#: Event times before this are legacy "null dates" (0001-01-01) or epoch zero, not business
+#: events (and year-1 times with an offset break PostgreSQL's conversion to UTC).
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+#: How far ahead of our clock an event time may be: clock skew or a wrong zone, not more.
+MAX_FUTURE_SKEW = timedelta(days=1)
+#: Amounts are below this (exclusive), in major units: a trillion is a typo or an attack, and
+#: 12 integer digits keep the written amount short.
+MAX_AMOUNT = Decimal(10) ** 12
+#: Currencies use 0-3 decimal places; 8 leaves room for a provider that sends more.
+MAX_AMOUNT_DECIMALS = 8
+#: The source's name (`moniepoint`, `dbpoll`, a configured poller name).
+MAX_PROVIDER_LENGTH = 32
+#: The transaction reference: Siteti echoes `<provider>:<reference>`, the audit log keys on it.
+MAX_REFERENCE_LENGTH = 128
+#: Customer look-up keys and other identifiers (an email address is at most 254 characters).
+MAX_IDENTIFIER_LENGTH = 254
+#: Names and channels: shown in a WhatsApp message.
+MAX_NAME_LENGTH = 200
+#: Free text (reason, description, details values): a template variable, not a document.
+MAX_TEXT_LENGTH = 1000
+#: `details`: how many entries, and how long a key (a legacy file's column name).
+MAX_DETAILS = 64
+MAX_DETAIL_KEY_LENGTH = 64
+#: CloudEvents attributes (id, source, subject, dataschema).
+MAX_ATTRIBUTE_LENGTH = 256
+
+_CONTROLS = r"\u0000-\u001f\u007f-\u009f"  # C0, DEL and C1
+_CONTROLS_BUT_LINES = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"  # keeps \t \n \r
+#: Identifiers carry no control character at all: they become keys, references, SQL text.
+IDENTIFIER_PATTERN = f"^[^{_CONTROLS}]*$"
+#: Free text may keep tab and line breaks (a multi-line narration), no other control.
+TEXT_PATTERN = f"^[^{_CONTROLS_BUT_LINES}]*$"
+CURRENCY_PATTERN = "^[A-Z]{3}$"
+SUBJECT_PATTERN = f"^[^:{_CONTROLS}]+:[^{_CONTROLS}]+$"
+#: `data.amount` as written on the topic (`format(amount, "f")`).
+AMOUNT_PATTERN = rf"^[0-9]{{1,{len(str(MAX_AMOUNT)) - 1}}}(\.[0-9]{{1,{MAX_AMOUNT_DECIMALS}}})?$"
+
+_PATTERN_MEANINGS = {
+    IDENTIFIER_PATTERN: "must not contain control characters",
+    TEXT_PATTERN: "must not contain control characters other than tab and line breaks",
+    CURRENCY_PATTERN: "must be a three-letter ISO 4217 code in capitals",
+    SUBJECT_PATTERN: "must be <provider>:<reference> without control characters",
+}
+
+
+def _text(max_length: int, pattern: str = TEXT_PATTERN, min_length: int = 0) -> StringConstraints:
+    return StringConstraints(min_length=min_length or None, max_length=max_length, pattern=pattern)
+
+
+Identifier = Annotated[str, _text(MAX_IDENTIFIER_LENGTH, IDENTIFIER_PATTERN)]
+ShortText = Annotated[str, _text(MAX_NAME_LENGTH)]
+Text = Annotated[str, _text(MAX_TEXT_LENGTH)]
+Attribute = Annotated[str, _text(MAX_ATTRIBUTE_LENGTH, IDENTIFIER_PATTERN, 1)]
+
+
+def amount_problem(value: Decimal) -> str | None:
+    """Why `value` cannot be an event's amount, or None when it can."""
+    if not value.is_finite():
+        return "is not a finite number"
+    if value < 0:
+        return "must not be negative"
+    if value >= MAX_AMOUNT:
+        return f"must be below {MAX_AMOUNT:,}"
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_AMOUNT_DECIMALS:
+        return f"has more than {MAX_AMOUNT_DECIMALS} decimal places"
+    return None
+
+
+def _checked_amount(value: Decimal) -> Decimal:
+    problem = amount_problem(value)
+    if problem:
+        raise ValueError(problem)
+    # -0 would be written "-0", which no consumer expects of an amount.
+    return value.copy_abs() if value.is_zero() else value
+
+
+def _event_time(value: datetime) -> datetime:
+    if value < EARLIEST_EVENT_TIME:
+        raise ValueError(f"is before {EARLIEST_EVENT_TIME:%Y-%m-%d}: not a real event time")
+    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        raise ValueError(f"is more than {MAX_FUTURE_SKEW} ahead of our clock")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_event_time)]
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+
+
+def _location(part: str | int) -> str:
+    # A `details` key is part of the location: name it only when it is plain.
+    return str(part) if isinstance(part, int) or _PLAIN_KEY.fullmatch(part) else "<key>"
+
+
+def describe(exc: ValidationError) -> str:
+    """A model refusal in one line a person can act on: `field: why; field: why`. Never
+    quotes the refused value (it may be hostile, or a phone number)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(_location(part) for part in error["loc"]) or "event"
+        message = error["msg"]
+        pattern = (error.get("ctx") or {}).get("pattern")
+        if error["type"] == "string_pattern_mismatch" and pattern in _PATTERN_MEANINGS:
+            message = _PATTERN_MEANINGS[pattern]
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
 class Customer(BaseModel):
     """Who to notify. At least one look-up key is set; `phone` when the source gives one."""
 
     model_config = ConfigDict(extra="forbid")
 
-    account_number: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    name: str | None = None
+    account_number: Identifier | None = None
+    email: Identifier | None = None
+    phone: Identifier | None = None
+    name: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _has_a_key(self) -> Customer:
+        if not (self.account_number or self.email or self.phone):
+            raise ValueError("needs one of account_number, email, phone")
+        return self
 
     @property
     def key(self) -> str:
@@ -92,18 +225,21 @@ class Customer(BaseModel):
 class EventData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str
-    transaction_reference: str
-    amount: Decimal
-    currency: str = "NGN"
+    provider: Annotated[str, _text(MAX_PROVIDER_LENGTH, IDENTIFIER_PATTERN, 1)]
+    transaction_reference: Annotated[str, _text(MAX_REFERENCE_LENGTH, IDENTIFIER_PATTERN, 1)]
+    amount: Annotated[Decimal, AfterValidator(_checked_amount)]
+    currency: Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)] = "NGN"
     customer: Customer
-    reason: str | None = None
-    description: str | None = None
-    channel: str | None = None
-    occurred_at: datetime | None = None
-    next_due_date: str | None = None
+    reason: Text | None = None
+    description: Text | None = None
+    channel: ShortText | None = None
+    occurred_at: EventTime | None = None
+    next_due_date: Identifier | None = None
     # Source-specific facts a template may use (biller, order_id, property, due_date…).
-    details: dict[str, str] = Field(default_factory=dict)
+    details: Annotated[
+        dict[Annotated[str, _text(MAX_DETAIL_KEY_LENGTH, IDENTIFIER_PATTERN, 1)], Text],
+        Field(max_length=MAX_DETAILS),
+    ] = Field(default_factory=dict)
 
     @field_serializer("amount")
     def _amount(self, value: Decimal) -> str:
@@ -115,14 +251,14 @@ class CanonicalEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     specversion: Literal["1.0"] = "1.0"
-    id: str
-    source: str
-    type: str
-    subject: str
-    time: datetime
+    id: Attribute
+    source: Attribute
+    type: Attribute
+    subject: Annotated[str, _text(MAX_ATTRIBUTE_LENGTH, SUBJECT_PATTERN)]
+    time: EventTime
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str
-    dataversion: str = SCHEMA_VERSION
+    dataschema: Attribute
+    dataversion: Attribute = SCHEMA_VERSION
     # CloudEvents extension: confirmations go before bulk work (reminders, polled rows)
     # when both wait for the same Siteti budget.
     priority: Priority = "transactional"

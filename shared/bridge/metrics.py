@@ -40,5 +40,27 @@ RECEIPTS = Counter(
 OUTBOX_LAG = Gauge("bridge_outbox_pending", "Audit outbox rows not yet on Kafka")
 
 
+# Issue 7, edge defences: requests refused before they are trusted (reason: bad_signature,
+# ip_not_allowed, rate_limited, unknown_provider, too_large), and the defences' own health.
+SECURITY_REJECTIONS = Counter(
+    "bridge_security_rejections_total",
+    "Requests refused by an edge defence",
+    ["service", "provider", "reason"],
+)
+RATE_LIMITER_ERRORS = Counter(
+    "bridge_rate_limiter_errors_total",
+    "Rejection-counter calls that failed (Redis unreachable): the limit then fails open",
+    ["service"],
+)
+REQUESTS_IN_FLIGHT = Gauge(
+    "bridge_requests_in_flight", "Requests a process is handling, against its cap", ["service"]
+)
+REQUESTS_SHED = Counter(
+    "bridge_requests_shed_total",
+    "Requests answered 503 because the process was at its concurrency cap",
+    ["service"],
+)
+
+
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST

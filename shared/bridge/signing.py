@@ -1,7 +1,9 @@
 """HMAC signing and verification: one place, constant-time, rotation-aware.
 
 Every verifier takes a *list* of secrets (any one may match, so secrets can rotate) and raises
-`SignatureError` with a reason a person can act on; it never returns False silently.
+`SignatureError` with a reason a person can act on; it never returns False silently, and for
+any bytes and headers whatever it raises is a SignatureError (hostile input is an
+unauthenticated request, never a crash).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -24,8 +27,13 @@ class SignatureError(Exception):
     """The request is not authentic (bad, missing or stale signature)."""
 
 
-def _key(secret: str | bytes) -> bytes:
-    return secret if isinstance(secret, bytes) else secret.encode()
+def _bytes(text: str | bytes) -> bytes:
+    # surrogatepass: a str that no UTF-8 text could hold still compares (and fails) as bytes
+    # instead of raising UnicodeEncodeError.
+    return text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+
+
+_key = _bytes
 
 
 def digest(secret: str | bytes, message: bytes, algorithm: Algorithm = "sha256") -> bytes:
@@ -64,7 +72,7 @@ def matches_any(
         expected = sign(secret, message, algorithm, encoding)
         for candidate in wanted:
             # No early exit: the time taken does not depend on which secret matched.
-            found |= hmac.compare_digest(expected.encode(), candidate.encode())
+            found |= hmac.compare_digest(expected.encode(), _bytes(candidate))
     return found
 
 
@@ -99,22 +107,33 @@ def verify_shared_secret(value: str | None, secrets: Iterable[str], *, header: s
         raise SignatureError(f"missing {header} header")
     found = False
     for secret in secrets:
-        found |= hmac.compare_digest(value.encode(), secret.encode())
+        found |= hmac.compare_digest(_bytes(value), _bytes(secret))
     if not found:
         raise SignatureError(f"{header} does not match any configured secret")
 
 
+# At most 12 ASCII digits (until the year 33658): int() would also take "٣", "1_0" or 309
+# digits, and the last overflows the float arithmetic of the age check.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
+def check_age(ts: float, now: float | None, tolerance: int) -> None:
+    """Refuse a signed time `ts` (Unix seconds) that is more than `tolerance` from `now`:
+    a replay of an old request, or one dated ahead."""
+    current = time.time() if now is None else now
+    if not abs(current - ts) <= tolerance:  # `not <=` also refuses NaN
+        raise SignatureError(f"signature timestamp is more than {tolerance} s from our clock")
+
+
 def check_timestamp(timestamp: str | int | None, now: float | None, tolerance: int) -> int:
     """Parse a Unix-seconds timestamp and refuse it when outside `tolerance` of `now`."""
-    if timestamp is None or str(timestamp).strip() == "":
+    text = "" if timestamp is None else str(timestamp).strip()
+    if not text:
         raise SignatureError("missing signature timestamp")
-    try:
-        ts = int(str(timestamp).strip())
-    except ValueError as exc:
-        raise SignatureError("signature timestamp is not a Unix time in seconds") from exc
-    current = time.time() if now is None else now
-    if abs(current - ts) > tolerance:
-        raise SignatureError(f"signature timestamp is more than {tolerance} s from our clock")
+    if not _UNIX_SECONDS.fullmatch(text):
+        raise SignatureError("signature timestamp is not a Unix time in seconds")
+    ts = int(text)
+    check_age(ts, now, tolerance)
     return ts
 
 
@@ -190,7 +209,8 @@ def verify_siteti_webhook(
 
 
 def standard_webhooks_key(secret: str) -> bytes:
-    """Standard Webhooks secrets are `whsec_<base64>`; the key is the decoded base64."""
+    """Standard Webhooks secrets are `whsec_<base64>`; the key is the decoded base64
+    (ValueError when it is not base64: `Generic.check_configuration` refuses it at start)."""
     return base64.b64decode(secret.removeprefix("whsec_"))
 
 
@@ -210,10 +230,13 @@ def verify_standard_webhook(
     if not signature:
         raise SignatureError("missing webhook-signature header")
     candidates = [s.partition(",")[2] for s in signature.split() if s.startswith("v1,")]
-    keys = [standard_webhooks_key(s) for s in secrets]
+    try:
+        keys = [standard_webhooks_key(s) for s in secrets]
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise SignatureError("a configured secret is not a Standard Webhooks secret") from exc
     if not keys:
         raise SignatureError("no secret is configured to verify webhook-signature")
-    message = f"{msg_id}.{ts}.".encode() + body
+    message = _bytes(f"{msg_id}.{ts}.") + body
     if not matches_any(candidates, keys, message, "sha256", "base64"):
         raise SignatureError("webhook-signature has no v1 value that matches the body")
 
@@ -235,21 +258,58 @@ def _js_number(value: float) -> str:
     return text
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _js_string(text: str) -> str:
+    # JavaScript escapes a lone surrogate as \udXXX (well-formed JSON.stringify); json.dumps
+    # would leave it raw, and no UTF-8 byte string can hold it.
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
+
+
+class _Literal(str):
+    """Punctuation already written out, as opposed to a value still to serialise."""
+
+
 def js_stringify(value: Any) -> str:
-    """`JSON.stringify(value)`: compact, key order kept, non-ASCII kept, 2000.0 written 2000."""
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _js_number(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Mapping):
-        items = (
-            f"{json.dumps(str(k), ensure_ascii=False)}:{js_stringify(v)}" for k, v in value.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(js_stringify(v) for v in value) + "]"
-    raise TypeError(f"cannot serialise {type(value).__name__} like JSON.stringify")
+    """`JSON.stringify(value)`: compact, key order kept, non-ASCII kept, 2000.0 written 2000.
+
+    Iterative, so any nesting a JSON parser accepts (orjson: 1024 levels) is written out
+    rather than overflowing Python's stack. Raises TypeError for a non-JSON value."""
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _Literal):
+            out.append(item)
+        elif isinstance(item, bool) or item is None:
+            out.append(json.dumps(item))
+        elif isinstance(item, int):
+            # Beyond 2**53 JavaScript holds the nearest double, and writes that.
+            out.append(str(item) if abs(item) <= 2**53 else _js_number(_as_float(item)))
+        elif isinstance(item, float):
+            out.append(_js_number(item))
+        elif isinstance(item, str):
+            out.append(_js_string(item))
+        elif isinstance(item, Mapping):
+            parts: list[Any] = [_Literal("{")]
+            for index, (key, member) in enumerate(item.items()):
+                comma = "," if index else ""
+                parts += [_Literal(f"{comma}{_js_string(str(key))}:"), member]
+            todo.extend(reversed([*parts, _Literal("}")]))
+        elif isinstance(item, list | tuple):
+            parts = [_Literal("[")]
+            for index, member in enumerate(item):
+                parts += [_Literal(","), member] if index else [member]
+            todo.extend(reversed([*parts, _Literal("]")]))
+        else:
+            raise TypeError(f"cannot serialise {type(item).__name__} like JSON.stringify")
+    return "".join(out)
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # JavaScript: Infinity, written null
+        return math.inf

@@ -429,3 +429,50 @@ async def test_the_process_watches_the_inbox_and_stops_cleanly_on_sigterm(
     assert code == 0, output
     assert "filedrop_stopped" in output
     assert (inbox / "processed" / name).exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xml"])
+async def test_rows_the_canonical_model_refuses_are_row_errors_and_the_rest_is_sent(
+    make_drop: Callable[..., FileDrop],
+    inbox: Path,
+    names: Callable[[str], str],
+    kafka_bootstrap: str,
+    suffix: str,
+) -> None:
+    # Issue 7: a legacy "null date" (0001-01-01), a control character or an absurd amount in
+    # one row is that row's error in the report; the file is processed, good rows are sent.
+    header = ["record_id", "tenant_account", "name", "amount_due", "status", "occurred_at"]
+    rows = [
+        ["G-1", "0123456789", "Ada Obi", "1000", "overdue", "2026-01-20T08:00:00"],
+        ["N-1", "0123456789", "Ada Obi", "1000", "overdue", "0001-01-01T00:00:00"],
+        ["C-1", "0123456789", "Ada\u0086Obi", "1000", "overdue", ""],
+        ["A-1", "0123456789", "Ada Obi", "1e13", "overdue", ""],
+        ["G-2", "0234567890", "Tunde Bakare", "380000", "due_soon", ""],
+    ]
+    name = names(suffix)
+    if suffix == ".csv":
+        text = "\n".join(",".join(row) for row in [header, *rows]) + "\n"
+    else:
+        text = (
+            "<records>"
+            + "".join(
+                f'<record id="{row[0]}">'
+                + "".join(f"<{c}>{v}</{c}>" for c, v in zip(header[1:], row[1:], strict=True))
+                + "</record>"
+                for row in rows
+            )
+            + "</records>"
+        )
+    (inbox / name).write_text(text, encoding="utf-8")
+    async with events_from_now(kafka_bootstrap) as consumer:
+        results = await poll_until_done(make_drop(), 2)
+        events = await collect(consumer, prefix(name), 2)
+    assert [(r.outcome, r.events) for r in results] == [("processed", 2)]
+    assert sorted(e.subject.rsplit(":", 1)[1] for e in events) == ["G-1", "G-2"]
+    report = report_of(inbox, f"processed/{name}")
+    reasons = {row["row"]: row["reason"] for row in report["bad_rows"]}
+    assert len(reasons) == 3, reasons
+    reason_text = " | ".join(reasons.values())
+    assert "occurred_at" in reason_text and "before 2000-01-01" in reason_text
+    assert "control characters" in reason_text
+    assert "below 1,000,000,000,000" in reason_text

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,42 @@ async def test_the_process_polls_and_stops_cleanly_on_sigterm(
     assert code == 0, output
     assert "poller_stopped" in output
     assert {r["status"] for r in (await source.tracking()).values()} == {"emitted"}
+
+
+async def test_rows_the_canonical_model_refuses_are_marked_failed_and_the_poller_goes_on(
+    source: Source, make_poller: Callable[..., Poller], kafka_bootstrap: str
+) -> None:
+    # Issue 7: a legacy "null date", an infinite timestamp, an over-long name or an absurd
+    # amount fails that row (with the reason); a source_id too long to track is skipped
+    # rather than failing every claim; the poller keeps going.
+    await source.add("m1")
+    await source.add("m2", occurred_at=datetime(1, 1, 1, tzinfo=UTC))
+    await source.pool.execute(
+        f"INSERT INTO {source.table} (source_id, event_type, amount, account_number,"
+        " occurred_at) VALUES ('m3', 'order.completed', '1', '0123456789', 'infinity')"
+    )
+    await source.add("m4", name="n" * 201)
+    await source.add("m5", amount="1000000000000")
+    await source.add("x" * 3000)
+    await source.add("m6")
+    poller = make_poller(batch_size=50)
+    async with events_from_now(kafka_bootstrap) as consumer:
+        report = await poller.poll_once()
+        events = await collect(consumer, f"{source.name}:", 2)
+    assert (report.emitted, report.failed, report.skipped) == (2, 4, 1)
+    assert sorted(e.subject for e in events) == [f"{source.name}:ORD-m1", f"{source.name}:ORD-m6"]
+    tracking = await source.tracking()
+    assert {k: r["status"] for k, r in tracking.items()} == {
+        "m1": "emitted",
+        "m2": "failed",
+        "m3": "failed",
+        "m4": "failed",
+        "m5": "failed",
+        "m6": "emitted",
+    }
+    assert "before 2000-01-01" in tracking["m2"]["error"]
+    assert "ahead of our clock" in tracking["m3"]["error"]
+    assert "200 characters" in tracking["m4"]["error"]
+    assert "below 1,000,000,000,000" in tracking["m5"]["error"]
+    # The next poll is not stalled by any of them.
+    assert (await poller.poll_once()).claimed == 0

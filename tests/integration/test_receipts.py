@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,9 +15,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
-from fastapi import FastAPI
 
 from bridge.config import Settings
 from bridge.events import AUDIT_TOPIC
@@ -26,6 +24,7 @@ from bridge.topics import ensure_topics
 from receipts.app import create_app
 from tests.conftest import free_port
 from tests.kafka_tools import consumer_from_now
+from tests.serving import running
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +33,6 @@ NEW_SECRET = "siteti_webhook_secret_new"
 MAX_BODY = 64 * 1024
 PHONE = "2348031234567"
 T0 = datetime(2026, 1, 20, 14, 32, 5, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[str]:
-    """Serve `app` on a free port in this event loop; yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            server.should_exit = True
-            await task
-            pytest.fail("the receipts app did not start (is PostgreSQL up?)")
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +193,52 @@ async def test_redelivery_is_acknowledged_and_stored_once(
     assert (first.status_code, first.json()) == (200, {"status": "stored"})
     assert (second.status_code, second.json()) == (200, {"status": "duplicate"})
     assert len(await audit_rows(pg_pool, reference)) == 1
+
+
+async def test_the_same_signed_body_under_other_event_id_headers_is_a_duplicate(
+    client: httpx.AsyncClient, pg_pool: asyncpg.Pool
+) -> None:
+    # Regression: the unsigned header decided dedupe, so a replay with a fresh header was
+    # stored again. Now only the signed body's id counts.
+    reference = new_reference()
+    event_id, body = webhook("message.delivered", reference)
+    answers = [
+        await post(client, body, event_id=event_id),
+        await post(client, body, event_id=f"evt_{uuid.uuid4().hex}"),
+        await post(client, body, event_id="forged"),
+        await post(client, body),
+    ]
+    assert [a.json() for a in answers] == [{"status": "stored"}] + [{"status": "duplicate"}] * 3
+    assert [r["detail"]["event_id"] for r in await audit_rows(pg_pool, reference)] == [event_id]
+
+
+async def test_different_bodies_under_one_event_id_header_are_all_stored(
+    client: httpx.AsyncClient, pg_pool: asyncpg.Pool
+) -> None:
+    # A forged (or reused) header must not suppress a real event.
+    reference = new_reference()
+    header = f"evt_{uuid.uuid4().hex}"
+    sent_id, sent = webhook("message.sent", reference)
+    delivered_id, delivered = webhook("message.delivered", reference)
+    assert (await post(client, sent, event_id=header)).json() == {"status": "stored"}
+    assert (await post(client, delivered, event_id=header)).json() == {"status": "stored"}
+    rows = await audit_rows(pg_pool, reference)
+    assert [(r["stage"], r["detail"]["event_id"]) for r in rows] == [
+        ("sent", sent_id),
+        ("delivered", delivered_id),
+    ]
+
+
+async def test_values_postgresql_cannot_hold_are_422_not_503(client: httpx.AsyncClient) -> None:
+    for reference in ("moniepoint:\x00", "r" * 10_000):
+        _, body = webhook("message.sent", reference)
+        response = await post(client, body)
+        assert response.status_code == 422, response.text
+    _, body = webhook("message.sent", new_reference(), created_at=T0.replace(year=1))
+    body = body.replace(b"0001-01-20T14:32:05Z", b"0001-01-01T00:00:00+01:00")
+    assert (await post(client, body)).status_code == 422
+    for path in ("/audit/a%00b", "/audit/" + "r" * 10_000):
+        assert (await client.get(path)).status_code == 404
 
 
 async def test_concurrent_redeliveries_store_once(

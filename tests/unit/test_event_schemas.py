@@ -167,24 +167,26 @@ MONIEPOINT = [
 ]
 
 
+# Moniepoint has no fixture directory: its payload is the one of the providers contract.
+MONIEPOINT_PAYLOAD: dict[str, Any] = {
+    "event": "payment.successful",
+    "data": {
+        "transactionReference": "MNP-20260120-889900",
+        "amount": 5000.00,
+        "currency": "NGN",
+        "customer": {"accountNumber": "0123456789", "name": "Ada Obi", "email": "a@x.ng"},
+        "timestamp": "2026-01-20T14:30:00Z",
+        "description": "Office cleaning",
+        "channel": "TRANSFER",
+        "settlement": {"status": "PENDING"},
+        "nextDueDate": "2026-02-20",
+    },
+}
+
+
 @pytest.mark.parametrize(("kind", "extra"), MONIEPOINT, ids=[k for k, _ in MONIEPOINT])
 def test_moniepoint_events_validate(kind: str, extra: dict[str, Any]) -> None:
-    # Moniepoint has no fixture directory: its payload is the one of the providers contract.
-    payload = {
-        "event": kind,
-        "data": {
-            "transactionReference": "MNP-20260120-889900",
-            "amount": 5000.00,
-            "currency": "NGN",
-            "customer": {"accountNumber": "0123456789", "name": "Ada Obi", "email": "a@x.ng"},
-            "timestamp": "2026-01-20T14:30:00Z",
-            "description": "Office cleaning",
-            "channel": "TRANSFER",
-            "settlement": {"status": "PENDING"},
-            "nextDueDate": "2026-02-20",
-            **extra,
-        },
-    }
+    payload = {"event": kind, "data": {**MONIEPOINT_PAYLOAD["data"], **extra}}
     outcome = PROVIDERS["moniepoint"].parse(WebhookRequest(json.dumps(payload).encode(), {}))
     assert isinstance(outcome, list) and len(outcome) == 1
     assert errors(wire(outcome[0])) == []

@@ -24,7 +24,7 @@ from ingest.providers.flutterwave import Flutterwave
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "providers" / "flutterwave"
 SECRET_KEY = "FLWSECK_TEST-standin-0001"
-VECTORS_PATH = Path(__file__).parents[2].parent / "shared/contracts/signature-vectors.json"
+VECTORS_PATH = Path(__file__).parents[1] / "fixtures/contracts/signature-vectors.json"
 
 
 def free_port() -> int:
@@ -55,6 +55,7 @@ def standin_url() -> Iterator[str]:
 async def client(standin_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=5) as http:
         await http.delete(f"{standin_url}/_standin/transactions")
+        await http.delete(f"{standin_url}/_standin/transfers")
         yield http
 
 
@@ -185,13 +186,65 @@ async def test_error_status_in_the_answer_is_a_security_alert(
         await Flutterwave().confirm(events_of(payload), client, settings)
 
 
-async def test_transfers_are_not_confirmed_through_transactions(
-    client: httpx.AsyncClient, settings: Settings
+def transfer_answer(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """What Flutterwave's get-a-transfer endpoint (GET /v3/transfers/{id}) answers for the
+    webhook's transfer: the same record, `full_name` where the webhook says `fullname`."""
+    data = copy.deepcopy(payload["data"])
+    data["full_name"] = data.pop("fullname")
+    data.update(changes)
+    return {"status": "success", "message": "Transfer fetched", "data": data}
+
+
+async def register_transfer(client: httpx.AsyncClient, url: str, answer: dict[str, Any]) -> None:
+    response = await client.post(f"{url}/_standin/transfers", json=answer)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("name", ["transfer_completed_successful", "transfer_completed_failed"])
+async def test_transfers_are_confirmed_with_get_a_transfer(
+    client: httpx.AsyncClient, standin_url: str, settings: Settings, name: str
 ) -> None:
-    # Nothing is registered: a transfer must not be looked up as a charge.
-    await Flutterwave().confirm(
-        events_of(webhook("transfer_completed_successful")), client, settings
-    )
+    payload = webhook(name)
+    # A charge with the same id is no confirmation of a transfer.
+    await register(client, standin_url, verify_answer(payload))
+    with pytest.raises(SignatureError, match="No transfer was found for this id"):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+    await register_transfer(client, standin_url, transfer_answer(payload))
+    await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+TRANSFER_MISMATCHES = [
+    ("status", {"status": "FAILED"}),
+    ("status", {"status": "PENDING"}),
+    ("amount", {"amount": 30}),
+    ("currency", {"currency": "USD"}),
+    ("account_number", {"account_number": "0690000099"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "changes"), TRANSFER_MISMATCHES, ids=[m[0] for m in TRANSFER_MISMATCHES]
+)
+async def test_transfer_mismatch_is_a_security_alert(
+    client: httpx.AsyncClient,
+    standin_url: str,
+    settings: Settings,
+    field: str,
+    changes: dict[str, Any],
+) -> None:
+    payload = webhook("transfer_completed_successful")
+    await register_transfer(client, standin_url, transfer_answer(payload, **changes))
+    with pytest.raises(SignatureError, match=field):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+
+
+async def test_transfer_confirmation_needs_the_secret_key(standin_url: str) -> None:
+    settings = Settings(flutterwave_api_base_url=standin_url, flutterwave_secret_key="")
+    async with httpx.AsyncClient(timeout=5) as http:
+        with pytest.raises(ConfirmationUnavailable, match="flutterwave_secret_key"):
+            await Flutterwave().confirm(
+                events_of(webhook("transfer_completed_successful")), http, settings
+            )
 
 
 async def test_wrong_secret_key_is_unavailable_not_forgery(
@@ -247,3 +300,15 @@ async def test_standin_contract(client: httpx.AsyncClient, standin_url: str) -> 
         assert refused.status_code == 401
     bad = await client.post(f"{standin_url}/_standin/transactions", json={"status": "x"})
     assert bad.status_code == 400
+    # Transfers: their own endpoint and registry.
+    assert (await client.get(f"{standin_url}/v3/transfers/1", headers=auth)).status_code == 404
+    await client.post(f"{standin_url}/_standin/transfers", json={"id": 1, "status": "SUCCESSFUL"})
+    transfer = await client.get(f"{standin_url}/v3/transfers/1", headers=auth)
+    assert transfer.json() == {
+        "status": "success",
+        "message": "Transfer fetched successfully",
+        "data": {"id": 1, "status": "SUCCESSFUL"},
+    }
+    assert (await client.get(f"{standin_url}/v3/transfers/1")).status_code == 401
+    await client.delete(f"{standin_url}/_standin/transfers")
+    assert (await client.get(f"{standin_url}/v3/transfers/1", headers=auth)).status_code == 404

@@ -290,7 +290,7 @@ PAYLOAD_ERRORS = [
     ("monnify", "successful_disbursement", ("eventData", "destinationAccountNumber"), ...,
      "destinationAccountNumber"),
     ("paystack", "charge_success", ("data", "amount"), 500000.5, "whole number"),
-    ("paystack", "charge_success", ("data", "amount"), -100, "non-negative"),
+    ("paystack", "charge_success", ("data", "amount"), -100, "must not be negative"),
     ("paystack", "charge_success", ("data", "customer", "email"), None, "email"),
     ("paystack", "charge_success", ("data", "reference"), "", "reference"),
     ("paystack", "transfer_success", ("data", "recipient", "details"), {}, "recipient"),

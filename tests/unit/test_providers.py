@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ingest.providers.openmarket import OpenMarket
 from ingest.providers.paystack import Paystack
 from ingest.providers.wasaapay import WasaaPay
 
-VECTORS_PATH = Path(__file__).parents[2].parent / "shared/contracts/signature-vectors.json"
+VECTORS_PATH = Path(__file__).parents[1] / "fixtures/contracts/signature-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text())["vectors"]
 
 ADAPTERS: dict[str, Provider] = {
@@ -63,9 +64,18 @@ def vector_cases() -> list[Any]:
     return cases
 
 
+def signed_time(body: str) -> float:
+    """WasaaPay's signed `timestamp` (ISO 8601) in Unix seconds: the request arrives then."""
+    return datetime.fromisoformat(json.loads(body)["timestamp"]).timestamp()
+
+
 def vector_request(vector: dict[str, Any], body: str | None = None) -> WebhookRequest:
     headers = {name.lower(): value for name, value in vector["headers"].items()}
-    now = GENERIC_NOW if vector["provider"] == "generic" else 1_800_000_000.0
+    now = 1_800_000_000.0
+    if vector["provider"] == "generic":
+        now = GENERIC_NOW
+    elif vector["provider"] == "wasaapay":
+        now = signed_time(vector["body"])
     return WebhookRequest(
         body=(vector["body"] if body is None else body).encode(), headers=headers, now=now
     )
@@ -175,11 +185,15 @@ def sign_flutterwave_v3(payload: dict[str, Any], secret: str) -> WebhookRequest:
     return WebhookRequest(json.dumps(payload).encode(), {"verif-hash": secret}, NOW)
 
 
-def sign_wasaapay(payload: dict[str, Any], secret: str) -> WebhookRequest:
+def wasaapay_body(payload: dict[str, Any], secret: str) -> str:
     unsigned = {k: v for k, v in payload.items() if k != "signature"}
     signature = "sha256=" + sign(secret, js_stringify(unsigned).encode())
-    body = json.dumps({**unsigned, "signature": signature}, indent=2, ensure_ascii=False)
-    return WebhookRequest(body.encode(), {}, NOW)
+    return json.dumps({**unsigned, "signature": signature}, indent=2, ensure_ascii=False)
+
+
+def sign_wasaapay(payload: dict[str, Any], secret: str) -> WebhookRequest:
+    body = wasaapay_body(payload, secret)
+    return WebhookRequest(body.encode(), {}, signed_time(body))
 
 
 def sign_openmarket(payload: dict[str, Any], secret: str) -> WebhookRequest:
@@ -323,6 +337,47 @@ def test_wasaapay_signs_the_re_serialised_payload() -> None:
 def test_wasaapay_rejects_malformed_signature_fields(body: str, match: str) -> None:
     with pytest.raises(SignatureError, match=match):
         WasaaPay().verify(WebhookRequest(body.encode(), {}, NOW), ["wasaapay_secret_1"])
+
+
+WASAAPAY_SECRET = "wasaapay_secret_1"
+WASAAPAY_DEPOSIT = {
+    "event": "deposit.completed",
+    "timestamp": "2026-01-22T10:30:45Z",
+    "data": {"transactionId": "WSP-9", "amount": 10, "currency": "KES", "customer": {}},
+}
+
+
+@pytest.mark.parametrize("offset", [-300, 0, 300])
+def test_wasaapay_timestamp_inside_the_window_is_accepted(offset: int) -> None:
+    request = sign_wasaapay(WASAAPAY_DEPOSIT, WASAAPAY_SECRET)
+    late = WebhookRequest(request.body, {}, request.now + offset)
+    WasaaPay().verify(late, [WASAAPAY_SECRET])
+
+
+@pytest.mark.parametrize("offset", [-301, 301, 86_400])
+def test_wasaapay_replayed_outside_the_window_is_rejected(offset: int) -> None:
+    # Issue 7 item 6: the signed timestamp is checked, 5 minutes either way, like a signature.
+    request = sign_wasaapay(WASAAPAY_DEPOSIT, WASAAPAY_SECRET)
+    replayed = WebhookRequest(request.body, {}, request.now + offset)
+    with pytest.raises(SignatureError, match="300 s from our clock"):
+        WasaaPay().verify(replayed, [WASAAPAY_SECRET])
+
+
+@pytest.mark.parametrize("timestamp", ["absent", None, "", "yesterday", 1e300, ["2026-01-22"]])
+def test_wasaapay_without_a_readable_signed_timestamp_is_rejected(timestamp: Any) -> None:
+    payload = {k: v for k, v in WASAAPAY_DEPOSIT.items() if k != "timestamp"}
+    if timestamp != "absent":
+        payload["timestamp"] = timestamp
+    body = wasaapay_body(payload, WASAAPAY_SECRET).encode()
+    with pytest.raises(SignatureError, match="timestamp"):
+        WasaaPay().verify(WebhookRequest(body, {}, NOW), [WASAAPAY_SECRET])
+
+
+def test_wasaapay_timestamp_is_signed() -> None:
+    request = sign_wasaapay(WASAAPAY_DEPOSIT, WASAAPAY_SECRET)
+    moved = request.body.replace(b"10:30:45", b"10:31:45")
+    with pytest.raises(SignatureError, match="does not match"):
+        WasaaPay().verify(WebhookRequest(moved, {}, request.now), [WASAAPAY_SECRET])
 
 
 def test_openmarket_accepts_raw_bytes_signatures_too() -> None:

@@ -1,4 +1,5 @@
-"""bridge.signing against the independent vectors in ../shared/contracts/signature-vectors.json."""
+"""bridge.signing against the independent vectors in tests/fixtures/contracts/signature-vectors.json
+(a copy of the providers contract's signature vectors)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from bridge import signing
 from bridge.signing import SignatureError
 
-VECTORS_FILE = Path(__file__).resolve().parents[3] / "shared/contracts/signature-vectors.json"
+VECTORS_FILE = Path(__file__).parents[1] / "fixtures/contracts/signature-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())["vectors"]
 
 
@@ -105,3 +106,53 @@ def test_standard_webhooks_vector() -> None:
 )
 def test_js_stringify(value: Any, text: str) -> None:
     assert signing.js_stringify(value) == text
+
+
+# --- issue 7: hostile input is a SignatureError, never a crash ---------------------------
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 309, "9" * 5000, "\u0663\u0663", "1_000", "-1", "1e9", " ", "9" * 13],
+    ids=["309-nines", "5000-nines", "arabic-digits", "underscore", "negative", "exponent",
+         "blank", "13-digits"],
+)  # fmt: skip
+def test_a_hostile_timestamp_is_a_signature_error(timestamp: str) -> None:
+    with pytest.raises(SignatureError, match="timestamp"):
+        signing.check_timestamp(timestamp, 1_769_000_000, 300)
+    header = f"t={timestamp},v1=00"
+    with pytest.raises(SignatureError):
+        signing.verify_siteti_webhook(header, b"{}", ["s"], now=1_769_000_000)
+    with pytest.raises(SignatureError):
+        signing.verify_standard_webhook(
+            {"webhook-id": "m", "webhook-timestamp": timestamp, "webhook-signature": "v1,AA"},
+            b"{}",
+            ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+            now=1_769_000_000,
+        )
+
+
+def test_js_stringify_takes_any_nesting_a_parser_accepts() -> None:
+    nested: Any = []
+    for _ in range(1000):
+        nested = [nested]
+    assert signing.js_stringify({"a": nested}) == '{"a":' + "[" * 1001 + "]" * 1001 + "}"
+
+
+def test_js_stringify_writes_lone_surrogates_and_huge_integers_like_javascript() -> None:
+    assert (
+        signing.js_stringify(["\ud800", 2**60, 10**400]) == '["\\ud800",1152921504606846976,null]'
+    )
+
+
+def test_verifiers_take_text_no_utf_8_can_hold() -> None:
+    with pytest.raises(SignatureError):
+        signing.verify_hmac(b"{}", "\ud800", ["s"])
+    with pytest.raises(SignatureError):
+        signing.verify_shared_secret("\udfff", ["s"], header="verif-hash")
+
+
+def test_a_standard_webhooks_secret_that_is_not_base64_is_a_signature_error() -> None:
+    headers = {"webhook-id": "m", "webhook-timestamp": "1769000000", "webhook-signature": "v1,AA"}
+    with pytest.raises(SignatureError, match="not a Standard Webhooks secret"):
+        signing.verify_standard_webhook(headers, b"{}", ["whsec_\u00e9"], now=1_769_000_000)

@@ -108,7 +108,7 @@ def test_reference_defaults_to_source_id_and_naive_times_are_wat() -> None:
     [
         ({"amount": "12.5.0"}, "amount is not a number"),
         ({"amount": None}, "amount is missing"),
-        ({"amount": Decimal("-1")}, "non-negative"),
+        ({"amount": Decimal("-1")}, "must not be negative"),
         ({"event_type": "order.teleported"}, "not a canonical event type"),
         ({"event_type": None}, "event_type is missing"),
         ({"account_number": None, "email": " ", "phone": None}, "no customer"),

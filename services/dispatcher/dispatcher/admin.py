@@ -12,6 +12,10 @@
 Every call needs `Authorization: Bearer <token>` with a token from ADMIN_API_TOKENS (compared
 in constant time): 401 without a valid one, 503 when no token is configured at all.
 
+Any bad input (path, query, header, body) is a 4xx saying what is wrong, never a 5xx: ids are
+ASCII digits within PostgreSQL's bigint, texts hold no NUL, numbers and ages are bounded.
+503 means the database is unavailable.
+
 `AdminAPI` holds the logic as plain async methods answering `Reply(status, body)`, so they
 can be tested without a faust worker; `register_admin` wraps them as faust pages.
 """
@@ -22,6 +26,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -39,6 +44,13 @@ log = get_logger("dispatcher.admin")
 
 DISABLED = "admin API disabled: set ADMIN_API_TOKENS"
 MAX_BULK = 500  # entries one bulk retry call may take on
+MAX_LIST = 1000  # entries one listing may return
+MAX_AGE = timedelta(days=3650)  # older_than / newer_than: beyond it, PostgreSQL may overflow
+MAX_TEXT = 1000  # a filter value or a note, in characters
+_MAX_ID = 2**63 - 1  # PostgreSQL bigint
+# The database refusing a value (the caller's fault) vs the database being unavailable.
+_VALUE_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class AdminRuntime(Protocol):
@@ -65,11 +77,24 @@ def _error(code: int, message: str, **extra: Any) -> Reply:
 
 
 def _entry_id(raw: str) -> int | None:
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
+    # ASCII only: the route's \d also matches other scripts' digits, which int() accepts.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         return None
-    return value if value > 0 else None
+    value = int(raw)
+    return value if 0 < value <= _MAX_ID else None
+
+
+def _clean_text(value: str, name: str) -> str:
+    """`value` if PostgreSQL can take it as text; ValueError saying why not."""
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{name} is longer than {MAX_TEXT} characters")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not valid text (unpaired surrogates)") from None
+    return value
 
 
 def _note(body: Any) -> str | None:
@@ -93,7 +118,9 @@ class AdminAPI:
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             return _error(401, "missing bearer token")
-        candidate = given.strip().encode()
+        # surrogateescape: header bytes that are not UTF-8 arrive as surrogates; they compare
+        # (and fail) as the bytes they were.
+        candidate = given.strip().encode("utf-8", "surrogateescape")
         # Compare with every token (no early exit), each in constant time.
         matched = False
         for token in self._tokens:
@@ -110,6 +137,8 @@ class AdminAPI:
             filters = _filters(query)
         except ValueError as exc:
             return _error(400, str(exc))
+        if filters.limit > MAX_LIST:
+            return _error(400, f"limit is at most {MAX_LIST}")
         runtime = await self._get_runtime()
         entries = await dlq.list_matching(runtime.pool, filters)
         return Reply(200, {"entries": [e.summary() for e in entries], "count": len(entries)})
@@ -154,6 +183,10 @@ class AdminAPI:
         note = _note(body)
         if note is None:
             return _error(400, 'a JSON body {"note": "..."} saying why is required')
+        try:
+            note = _clean_text(note, "note")
+        except ValueError as exc:
+            return _error(400, str(exc))
         runtime = await self._get_runtime()
         entry = await dlq.operator_settle(runtime.pool, entry_id, status, note=note, by=by)
         if entry is None:
@@ -213,24 +246,39 @@ class AdminAPI:
 
 
 def _filters(params: Mapping[str, Any]) -> dlq.Filters:
+    """Filters from query parameters or a JSON body; ValueError saying what is wrong."""
+
     def text(name: str) -> str | None:
         value = params.get(name)
-        if value is None or isinstance(value, str):
-            return value
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return _clean_text(value, name)
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return ",".join(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
+            return _clean_text(",".join(value), name)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _MAX_ID:
             return str(value)
-        raise ValueError(f"{name} must be a string")
+        if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_ID:
+            return str(int(value))
+        raise ValueError(f"{name} must be a string or a whole number")
 
-    return dlq.Filters.parse(
-        status=text("status"),
-        reason=text("reason"),
-        provider=text("provider"),
-        older_than=text("older_than"),
-        newer_than=text("newer_than"),
-        limit=text("limit"),
-    )
+    try:
+        filters = dlq.Filters.parse(
+            status=text("status"),
+            reason=text("reason"),
+            provider=text("provider"),
+            older_than=text("older_than"),
+            newer_than=text("newer_than"),
+            limit=text("limit"),
+        )
+    except OverflowError:  # an age beyond what a timedelta holds
+        raise ValueError(f"older_than and newer_than are at most {MAX_AGE.days}d") from None
+    for age in (filters.older_than, filters.newer_than):
+        if age is not None and age > MAX_AGE:
+            raise ValueError(f"older_than and newer_than are at most {MAX_AGE.days}d")
+    if filters.limit > _MAX_ID:
+        raise ValueError("limit is too large")
+    return filters
 
 
 # --- faust pages --------------------------------------------------------------------------
@@ -248,8 +296,19 @@ async def _json_body(request: Request) -> tuple[Any, Reply | None]:
         return None, None
     try:
         return json.loads(raw), None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[… nested past Python's stack
         return None, _error(400, "the body is not valid JSON")
+
+
+async def _guarded(reply: Awaitable[Reply]) -> Reply:
+    """A handler's reply, with the database's own refusals as 4xx and its outages as 503."""
+    try:
+        return await reply
+    except _VALUE_ERRORS as exc:
+        return _error(400, f"a value was refused by the database: {type(exc).__name__}")
+    except _DB_ERRORS as exc:
+        log.error("dlq_admin_database_unavailable", error=repr(exc))
+        return _error(503, "the database is unavailable; retry later")
 
 
 def register_admin(app: faust.App, get_runtime: GetRuntime, tokens: Sequence[str]) -> AdminAPI:
@@ -264,7 +323,7 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, tokens: Sequence[str
     class DlqList(View):
         async def get(self, request: Request) -> Response:
             denied = guard(request)
-            return _respond(self, denied or await api.list_entries(request.query))
+            return _respond(self, denied or await _guarded(api.list_entries(request.query)))
 
     @app.page("/dlq/retry", name="dlq_bulk_retry")
     class DlqBulkRetry(View):
@@ -273,19 +332,19 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, tokens: Sequence[str
             if denied:
                 return _respond(self, denied)
             body, bad = await _json_body(request)
-            return _respond(self, bad or await api.bulk_retry(request.query, body))
+            return _respond(self, bad or await _guarded(api.bulk_retry(request.query, body)))
 
     @app.page(r"/dlq/{entry_id:\d+}", name="dlq_entry")
     class DlqEntry(View):
         async def get(self, request: Request, entry_id: str) -> Response:
             denied = guard(request)
-            return _respond(self, denied or await api.get_entry(entry_id))
+            return _respond(self, denied or await _guarded(api.get_entry(entry_id)))
 
     @app.page(r"/dlq/{entry_id:\d+}/retry", name="dlq_entry_retry")
     class DlqEntryRetry(View):
         async def post(self, request: Request, entry_id: str) -> Response:
             denied = guard(request)
-            return _respond(self, denied or await api.retry(entry_id))
+            return _respond(self, denied or await _guarded(api.retry(entry_id)))
 
     def settle_page(path: str, name: str, status: Literal["completed", "failed"]) -> None:
         @app.page(path, name=name)
@@ -295,7 +354,7 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, tokens: Sequence[str
                 if denied:
                     return _respond(self, denied)
                 body, bad = await _json_body(request)
-                return _respond(self, bad or await api.settle(entry_id, body, status))
+                return _respond(self, bad or await _guarded(api.settle(entry_id, body, status)))
 
     settle_page(r"/dlq/{entry_id:\d+}/resolve", "dlq_entry_resolve", "completed")
     settle_page(r"/dlq/{entry_id:\d+}/close", "dlq_entry_close", "failed")

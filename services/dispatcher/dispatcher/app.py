@@ -6,6 +6,7 @@ Run with `python -m dispatcher`. Orchestration only: the work is in pipeline.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -13,17 +14,16 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import faust
-from pydantic import ValidationError
 
 from bridge.config import Settings, get_settings
-from bridge.events import CanonicalEvent
 from bridge.logs import get_logger
-from bridge.metrics import EVENTS_PROCESSED, render
+from bridge.metrics import render
 
 from .admin import register_admin
 from .lanes import Lanes
+from .offsets import OffsetLedger
+from .records import Work, read, settle
 from .recovery import Retrier
 from .runtime import Runtime, build_runtime
 
@@ -47,6 +47,13 @@ app = faust.App(
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
     broker_commit_interval=1.0,
+    broker_session_timeout=settings.dispatcher_session_timeout_seconds,
+    broker_heartbeat_interval=settings.dispatcher_heartbeat_interval_seconds,
+    # faust would hold a rebalance until every record in the lanes is settled (tens of
+    # seconds behind the rate governor), keeping a dead instance's partitions unread. It need
+    # not: the ledger forgets revoked partitions, in-flight work finishes under its dedupe
+    # lease, and the records read again after the rebalance are recognised as duplicates.
+    stream_wait_empty=False,
 )
 events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 
@@ -71,32 +78,19 @@ async def dlq_retrier() -> None:
 app.task(dlq_retrier)
 register_admin(app, runtime, settings.admin_api_tokens)
 
-
-def parse(record: Any) -> CanonicalEvent | None:
-    try:
-        return CanonicalEvent.from_json(record.value)
-    except ValidationError as exc:
-        # Not ours to fix here: the producer that wrote it must. Counted, logged, skipped.
-        EVENTS_PROCESSED.labels("invalid", "rejected").inc()
-        log.error("invalid_canonical_event", offset=record.message.offset, error=str(exc)[:500])
-        return None
+# Offsets are committed only up to the first record not yet settled (see offsets.py).
+ledger = OffsetLedger()
 
 
-async def process(event: CanonicalEvent) -> None:
-    """Settle one event. Infrastructure failures (PostgreSQL, Redis down) are retried here
-    until they pass: an event is never acked unsettled."""
+@app.on_partitions_revoked.connect
+async def forget_revoked(_app: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+    (revoked,) = args  # the set of partitions this instance no longer owns
+    ledger.forget(revoked)
+
+
+async def settle_work(work: Work) -> None:
     rt = await runtime()
-    delay = 0.5
-    while True:
-        try:
-            await rt.dispatcher.handle(event)
-            return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.error("infrastructure_error_retrying", reference=event.reference, error=repr(exc))
-        except Exception as exc:  # a bug must not drop the event: log and retry
-            log.exception("unexpected_error_retrying", reference=event.reference, error=repr(exc))
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+    await settle(rt.dispatcher, work, poison_attempts=settings.dispatcher_poison_attempts)
 
 
 @app.agent(events_topic)
@@ -105,16 +99,18 @@ async def dispatch(stream: AsyncIterable[Any]) -> None:
     # Separate lanes per priority: a reminder waiting for budget never holds up a payment
     # confirmation queued behind it; within a priority, one customer's events keep their order.
     lanes = {
-        "transactional": Lanes(settings.dispatcher_lanes, process),
-        "bulk": Lanes(max(1, settings.dispatcher_lanes // 4), process, depth=1000),
+        "transactional": Lanes(settings.dispatcher_lanes, settle_work),
+        "bulk": Lanes(max(1, settings.dispatcher_lanes // 4), settle_work, depth=1000),
     }
     try:
         async for record in stream.noack().events():  # type: ignore[attr-defined]
-            event = parse(record)
-            if event is None:
-                record.ack()
-                continue
-            await lanes[event.priority].submit(record.key, event, record.ack)
+            tp, offset, ack = record.message.tp, record.message.offset, record.ack
+            ledger.received(tp, offset, ack)
+            work = read(record)
+            priority = work.event.priority if work.event else "transactional"
+            await lanes[priority].submit(
+                record.key, work, functools.partial(ledger.settled, tp, offset, ack)
+            )
     finally:
         grace = settings.dispatcher_shutdown_grace_seconds
         await asyncio.gather(*(pool.drain(grace) for pool in lanes.values()))

@@ -114,9 +114,11 @@ class Dispatcher:
         except SitetiError as exc:
             return await self._siteti_failed(event, choice, exc)
 
+        # Audited before the dedupe key says "done": if PostgreSQL fails in between, the
+        # retry sends again under the same Idempotency-Key (a replay) and records it then.
+        await self._record_sent(event, choice, answer.status, answer.body, answer.replayed)
         await self.dedupe.confirm(event.dedupe_key)
         EVENT_TO_SEND.observe(max(0.0, time.time() - event.time.timestamp()))
-        await self._record_sent(event, choice, answer.status, answer.body, answer.replayed)
         EVENTS_PROCESSED.labels(event.type, "sent").inc()
         log.info(
             "message_dispatched",
@@ -220,6 +222,28 @@ class Dispatcher:
             "dead_lettered", reference=event.reference, reason=reason, status=status, id=entry_id
         )
         return f"dead_lettered:{reason}"
+
+    async def give_up(self, event: CanonicalEvent, error: str) -> None:
+        """Dead-letter an event that failed the same way every attempt (`unprocessable`);
+        copies read later are skipped as duplicates, as for any dead letter."""
+        entry_id = await dlq.put_unprocessable(self.pool, error, event=event)
+        await self.dedupe.park(event.dedupe_key, self.instance_id)
+        EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()
+        log.error("dead_lettered", reference=event.reference, reason=dlq.UNPROCESSABLE, id=entry_id)
+
+    async def give_up_record(self, record: dlq.RecordPosition, error: str) -> None:
+        """Dead-letter a record that is not a canonical event (an older or foreign producer's)."""
+        entry_id = await dlq.put_unprocessable(self.pool, error, record=record)
+        EVENTS_PROCESSED.labels("invalid", "dead_lettered").inc()
+        log.error(
+            "dead_lettered",
+            reason=dlq.UNPROCESSABLE,
+            id=entry_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error[:500],
+        )
 
     async def _record_sent(
         self,

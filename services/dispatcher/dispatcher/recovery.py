@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import asyncpg
+from pydantic import ValidationError
 
 from bridge.events import CanonicalEvent
 from bridge.logs import get_logger
@@ -38,6 +39,7 @@ ALREADY_SENT = "already_sent"  # the dedupe store says it went out: marked compl
 BUSY = "busy"  # another worker holds the event (or the entry): nothing done
 UNKNOWN = "unknown"  # no such entry
 NOT_RETRYABLE = "not_retryable"  # "not_retryable:<status>" (processing, completed…)
+NOT_AN_EVENT = f"{NOT_RETRYABLE}:not_a_canonical_event"  # an unprocessable raw record
 OK_OUTCOMES = frozenset({SENT, ALREADY_SENT})
 
 
@@ -75,7 +77,14 @@ async def retry_entry(
         raise ValueError(f"entry {entry.id} is {entry.status}: claim it before retrying")
     pool = dispatcher.pool
     owner = dispatcher.instance_id
-    event = CanonicalEvent.model_validate(entry.payload)
+    try:
+        event = CanonicalEvent.model_validate(entry.payload)
+    except ValidationError:
+        # An unprocessable record kept raw (not a canonical event): nothing to send again;
+        # a person closes it, or republishes a corrected event.
+        await dlq.release(pool, entry)
+        log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=NOT_AN_EVENT)
+        return NOT_AN_EVENT
 
     if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner):
         state = await dispatcher.dedupe.reserve(entry.dedupe_key, owner)

@@ -30,7 +30,8 @@ class RetryPolicy:
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number `retry` (0-based): full jitter over the cap."""
-        ceiling = min(self.max_seconds, self.base_seconds * self.factor**retry)
+        # The exponent is bounded so that a long outage's count never overflows a float.
+        ceiling = min(self.max_seconds, self.base_seconds * self.factor ** min(retry, 64))
         return (rng or random).uniform(0, ceiling)
 
 

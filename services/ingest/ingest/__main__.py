@@ -21,6 +21,9 @@ def main() -> None:
         port=settings.ingest_port,
         log_level="warning",
         access_log=False,
+        # TRUSTED_PROXIES alone decides whose X-Forwarded-For is believed (ingest.defences);
+        # uvicorn's own handling would believe any local peer's.
+        proxy_headers=False,
     )
 
 

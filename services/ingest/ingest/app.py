@@ -13,11 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from bridge.config import Settings, get_settings
-from bridge.kafka import new_producer, publish
+from bridge.kafka import DurableProducer, publish
 from bridge.logs import get_logger
 from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED, render
 from bridge.signing import SignatureError
 
+from .defences import ConcurrencyCap, EdgeDefences
 from .providers import PROVIDERS
 from .providers.base import (
     Configurable,
@@ -28,6 +29,7 @@ from .providers.base import (
     Provider,
     WebhookRequest,
 )
+from .providers.openapi import webhook_openapi
 
 log = get_logger("ingest")
 
@@ -39,7 +41,8 @@ class BodyTooLarge(Exception):
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused as soon as it passes `limit` (before it is all in memory)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # isascii: "²".isdigit() is True, and int("²") raises.
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -62,10 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for provider in PROVIDERS.values():
         if isinstance(provider, Configurable):
             provider.check_configuration(secrets_for(provider, settings))
+    # Allowlists, trusted proxies and the rejection limit (checked here, like the above).
+    defences = EdgeDefences.from_settings(settings, PROVIDERS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = new_producer(settings.kafka_bootstrap_servers)
+        # Lives through broker restarts: it starts again and replaces itself when it must.
+        producer = DurableProducer(settings.kafka_bootstrap_servers)
         await producer.start()
         app.state.producer = producer
         app.state.http = httpx.AsyncClient(timeout=10.0)
@@ -74,15 +80,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.http.aclose()
             await producer.stop()
+            await defences.aclose()
 
     app = FastAPI(title="siteti-bridge ingest", lifespan=lifespan)
+    app.add_middleware(ConcurrencyCap, limit=settings.ingest_max_concurrency)
 
-    @app.post("/webhooks/{provider_name}")
+    @app.post("/webhooks/{provider_name}", openapi_extra=webhook_openapi())
     async def webhook(provider_name: str, request: Request) -> Response:
         started = time.perf_counter()
+        client = defences.client(request)
         provider = PROVIDERS.get(provider_name)
         if provider is None:
-            return error(404, f"unknown provider {provider_name!r}; known: {sorted(PROVIDERS)}")
+            message = f"unknown provider {provider_name!r}; known: {sorted(PROVIDERS)}"
+            return await defences.reject(client, None, "unknown_provider", error(404, message))
+        if not defences.allowed(provider_name, client):
+            refused = error(403, f"client address {client} is not allowed for {provider_name}")
+            return await defences.reject(client, provider_name, "ip_not_allowed", refused)
 
         def outcome(name: str) -> None:
             WEBHOOKS_RECEIVED.labels(provider_name, name).inc()
@@ -91,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body = await read_body(request, settings.max_body_bytes)
         except BodyTooLarge:
             outcome("too_large")
-            return error(413, f"body is larger than {settings.max_body_bytes} bytes")
+            message = f"body is larger than {settings.max_body_bytes} bytes"
+            return await defences.reject(client, provider_name, "too_large", error(413, message))
 
         webhook_request = WebhookRequest(
             body=body, headers={k.lower(): v for k, v in request.headers.items()}
@@ -100,13 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             provider.verify(webhook_request, secrets_for(provider, settings))
         except SignatureError as exc:
             outcome("bad_signature")
-            log.warning(
-                "security_webhook_rejected",
-                provider=provider_name,
-                reason=str(exc),
-                client=request.client.host if request.client else None,
-            )
-            return error(provider.bad_signature_status, f"signature check failed: {exc}")
+            refused = error(provider.bad_signature_status, f"signature check failed: {exc}")
+            return await defences.reject(client, provider_name, "bad_signature", refused, str(exc))
 
         try:
             result = provider.parse(webhook_request)
@@ -175,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readyz(request: Request) -> Response:
         producer = request.app.state.producer
         try:
-            await producer.client.fetch_all_metadata()
+            await producer.check_connection()
         except Exception as exc:
             return error(503, f"kafka not reachable: {exc!r}")
         return JSONResponse({"status": "ready"})

@@ -13,20 +13,27 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from bridge import audit
 from bridge.config import Settings
 from bridge.db import connect
-from bridge.kafka import new_producer
+from bridge.kafka import DurableProducer
 from bridge.logs import get_logger
 from bridge.metrics import RECEIPTS, render
 from bridge.signing import SignatureError, verify_siteti_webhook
 
 from .status import summarize
-from .webhooks import STAGE_BY_TYPE, Receipt, UnknownType, WebhookError, parse_webhook
+from .webhooks import (
+    MAX_REFERENCE_CHARS,
+    STAGE_BY_TYPE,
+    Receipt,
+    UnknownType,
+    WebhookError,
+    parse_webhook,
+    storable,
+)
 
 log = get_logger(__name__)
 
@@ -34,6 +41,82 @@ log = get_logger(__name__)
 DB_TIMEOUT_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 2.0
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# PostgreSQL refusing a value (not being unavailable): the request's fault, never a 503. The
+# parser already refuses what these would catch; they are the net under it.
+_VALUE_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
+
+# The webhook endpoint reads its raw body itself (the signature covers the exact bytes), so
+# its request is described here: Siteti's webhook contract, for readers and for fuzzing.
+_WEBHOOK_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "X-Siteti-Signature",
+            "in": "header",
+            "required": True,
+            "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>[,v1=…]",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "X-Siteti-Event-Id",
+            "in": "header",
+            "required": False,
+            "description": "Accepted but not trusted: duplicates are told apart by the body's id",
+            "schema": {"type": "string"},
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["id", "type", "data"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"type": "string", "enum": sorted(STAGE_BY_TYPE)},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "data": {
+                            "type": "object",
+                            "properties": {
+                                name: {"type": "string"}
+                                for name in (
+                                    "reference",
+                                    "message_id",
+                                    "contact_id",
+                                    "bsuid",
+                                    "status",
+                                    "state",
+                                    "window_expires_at",
+                                    "text",
+                                    "to",
+                                    "from",
+                                )
+                            }
+                            | {
+                                "error": {
+                                    "type": "object",
+                                    "properties": {
+                                        "code": {"type": "integer"},
+                                        "title": {"type": "string"},
+                                    },
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}
+_WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "stored, duplicate, or ignored (a type this version does not use)"},
+    400: {"description": "not a JSON object"},
+    401: {"description": "missing, stale or wrong signature"},
+    413: {"description": "body over MAX_BODY_BYTES"},
+    422: {"description": "authentic but unusable (missing or invalid fields)"},
+    503: {"description": "storage unavailable: Siteti retries"},
+}
 
 
 class Runtime:
@@ -41,7 +124,7 @@ class Runtime:
 
     def __init__(self) -> None:
         self._pool: asyncpg.Pool | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: DurableProducer | None = None
         self.kafka_task: asyncio.Task[None] | None = None
         # Why the producer is not started yet, for /readyz.
         self.kafka_error = "producer not started"
@@ -57,29 +140,23 @@ class Runtime:
         self._pool = pool
 
 
-async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> AIOKafkaProducer:
-    """Start a producer, retrying with backoff: webhooks are stored while Kafka is away, and
-    the outbox holds their audit records until it is back."""
+async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> DurableProducer:
+    """Start a producer, retrying with a capped backoff: webhooks are stored while Kafka is
+    away, and the outbox holds their audit records until it is back."""
+    producer = DurableProducer(bootstrap_servers)
     delay = 0.5
     while True:
-        producer: AIOKafkaProducer | None = None
         try:
-            producer = new_producer(bootstrap_servers)
             await producer.start()
             return producer
         except asyncio.CancelledError:
-            if producer is not None:
-                await producer.stop()
+            await producer.stop()
             raise
         except Exception as exc:  # any failure, even a missing codec, is retried and reported
             runtime.kafka_error = repr(exc)
             log.warning("kafka_unavailable", error=repr(exc), retry_in_seconds=delay)
-            if producer is not None:
-                # Closing a half-started producer must not end the retry loop.
-                with suppress(Exception):
-                    await producer.stop()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        delay = min(delay * 2, 5.0)
 
 
 async def _relay(runtime: Runtime, bootstrap_servers: str) -> None:
@@ -108,7 +185,9 @@ class _TooLarge(Exception):
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing more than `limit` bytes without reading them all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    # isascii: "²".isdigit() is True, and int() refuses it.
+    declared = (declared or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     body = bytearray()
     # The declared length may be absent (chunked) or wrong: count what actually arrives.
@@ -165,7 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="siteti-bridge receipts", lifespan=lifespan)
     app.state.runtime = runtime
 
-    @app.post("/siteti/webhooks")
+    @app.post("/siteti/webhooks", openapi_extra=_WEBHOOK_OPENAPI, responses=_WEBHOOK_RESPONSES)
     async def siteti_webhook(request: Request) -> JSONResponse:
         try:
             body = await _read_body(request, settings.max_body_bytes)
@@ -185,7 +264,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             return _answer(401, {"error": str(exc)}, None, "rejected")
         try:
-            receipt = parse_webhook(body, header_event_id=request.headers.get("x-siteti-event-id"))
+            receipt = parse_webhook(body)
         except UnknownType as exc:
             # Acknowledged so Siteti stops retrying an event this version cannot use.
             log.info("siteti_webhook_ignored", reason=str(exc))
@@ -193,8 +272,22 @@ def create_app(settings: Settings) -> FastAPI:
         except WebhookError as exc:
             log.warning("siteti_webhook_invalid", status=exc.status, reason=str(exc))
             return _answer(exc.status, {"error": str(exc)}, None, "invalid")
+        header_id = request.headers.get("x-siteti-event-id")
+        if header_id and header_id != receipt.event_id:
+            # Not an error (the header is unsigned and ignored), but worth seeing if it recurs.
+            log.info(
+                "siteti_webhook_header_id_differs", event_id=receipt.event_id, header=header_id[:80]
+            )
         try:
             stored = await _store(runtime.pool, receipt)
+        except _VALUE_ERRORS as exc:
+            log.warning("siteti_webhook_unstorable", event_id=receipt.event_id, error=repr(exc))
+            return _answer(
+                422,
+                {"error": "the webhook holds a value that cannot be stored"},
+                receipt.type,
+                "invalid",
+            )
         except _DB_ERRORS as exc:
             log.error("siteti_webhook_store_failed", event_id=receipt.event_id, error=repr(exc))
             return _answer(503, {"error": "storage unavailable, retry"}, receipt.type, "error")
@@ -210,13 +303,19 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/audit/{reference:path}")
     async def audit_trail(reference: str) -> JSONResponse:
+        if not storable(reference, MAX_REFERENCE_CHARS):
+            # Nothing stored can have this reference; not echoed, as it may not even encode.
+            return JSONResponse({"error": "no audit record for that reference"}, status_code=404)
+        not_found = JSONResponse({"error": f"no audit record for {reference}"}, status_code=404)
         try:
             entries = await audit.history(runtime.pool, reference)
+        except _VALUE_ERRORS:
+            return not_found
         except _DB_ERRORS as exc:
             log.error("audit_read_failed", error=repr(exc))
             return JSONResponse({"error": "storage unavailable"}, status_code=503)
         if not entries:
-            return JSONResponse({"error": f"no audit record for {reference}"}, status_code=404)
+            return not_found
         events = [
             {
                 "stage": e["stage"],

@@ -2,6 +2,10 @@
 
 What is kept is chosen for privacy: ids, stage and error codes go in; the recipient's phone
 number (`data.to`, `data.from`) and a customer's reply text never do.
+
+Whatever the body, the result is a Receipt PostgreSQL can store or a WebhookError (a 4xx):
+texts without NUL (which PostgreSQL text and jsonb cannot hold), ids and references short
+enough for their indexes, times PostgreSQL and Python can both represent.
 """
 
 from __future__ import annotations
@@ -53,8 +57,42 @@ class Receipt:
     detail: dict[str, Any]
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
+# Far beyond Siteti's own (evt_ + 24 hex; our references are ~40 characters), and far below
+# PostgreSQL's btree limit (2,704 bytes per index row, 4 bytes a character at worst).
+MAX_ID_CHARS = 200
+MAX_REFERENCE_CHARS = 500
+# A detail value (ids, status, error title) longer than this is cut: it is for people to read.
+MAX_DETAIL_CHARS = 500
+
+
+def storable(text: str, limit: int) -> bool:
+    """Whether PostgreSQL can store (and index) `text`: no NUL, valid UTF-8, `limit` at most."""
+    if len(text) > limit or "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates: a str no UTF-8 text can hold
+        return False
+    return True
+
+
+def _text(value: object, name: str, limit: int = MAX_ID_CHARS) -> str | None:
+    """A non-blank string, None for anything else; InvalidWebhook when it cannot be stored."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if not storable(value, limit):
+        raise InvalidWebhook(f"{name} is longer than {limit} characters or holds a NUL")
+    return value
+
+
+def _scalar(value: object) -> object:
+    """A detail value as stored: text cleaned and cut, numbers and booleans as they are, any
+    other JSON (objects, lists) dropped: the audit detail is a flat record, not a copy."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")[:MAX_DETAIL_CHARS]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return None
 
 
 def _timestamp(value: object, received_at: datetime) -> datetime:
@@ -66,20 +104,26 @@ def _timestamp(value: object, received_at: datetime) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidWebhook(f"created_at is not an ISO 8601 time: {value!r}") from exc
+        raise InvalidWebhook(f"created_at is not an ISO 8601 time: {value[:40]!r}") from exc
     # A time without an offset is taken as UTC, Siteti's zone; comparisons need aware times.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        # In UTC now, so the database driver never has to (year 1 at +01:00 is year 0 in UTC).
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidWebhook(f"created_at is out of range: {value[:40]!r}") from exc
 
 
 def _reference(data: dict[str, Any]) -> str:
-    reference = _text(data.get("reference"))
+    reference = _text(data.get("reference"), "data.reference", MAX_REFERENCE_CHARS)
     if reference:
         return reference
     # Conversation events and unsolicited replies carry no reference: file them under the contact.
-    contact_id = _text(data.get("contact_id"))
+    contact_id = _text(data.get("contact_id"), "data.contact_id")
     if contact_id:
         return f"contact:{contact_id}"
-    bsuid = _text(data.get("bsuid"))
+    bsuid = _text(data.get("bsuid"), "data.bsuid")
     if bsuid:
         return f"bsuid:{bsuid}"
     raise InvalidWebhook("data has no reference, contact_id or bsuid to file the event under")
@@ -87,34 +131,42 @@ def _reference(data: dict[str, Any]) -> str:
 
 def _detail(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     detail: dict[str, Any] = {
-        "message_id": data.get("message_id"),
+        "message_id": _scalar(data.get("message_id")),
         "event_id": event_id,
         "type": event_type,
-        "contact_id": data.get("contact_id"),
+        "contact_id": _scalar(data.get("contact_id")),
     }
     if event_type in ("message.sent", "message.delivered", "message.read", "message.failed"):
         if isinstance(data.get("status"), str):
-            detail["status"] = data["status"]
+            detail["status"] = _scalar(data["status"])
     if event_type == "message.failed":
         error = data.get("error")
         if isinstance(error, dict):
-            detail["error"] = {"code": error.get("code"), "title": error.get("title")}
+            detail["error"] = {
+                "code": _scalar(error.get("code")),
+                "title": _scalar(error.get("title")),
+            }
     elif event_type == "message.received":
         # The reply itself is the customer's business: keep only that one came, and its size.
         text = data.get("text")
         detail["text_length"] = len(text) if isinstance(text, str) else 0
     elif event_type == "conversation.state":
-        detail["state"] = data.get("state")
-        detail["window_expires_at"] = data.get("window_expires_at")
-        if _text(data.get("bsuid")):
-            detail["bsuid"] = data["bsuid"]
+        detail["state"] = _scalar(data.get("state"))
+        detail["window_expires_at"] = _scalar(data.get("window_expires_at"))
+        bsuid = _text(data.get("bsuid"), "data.bsuid")
+        if bsuid:
+            detail["bsuid"] = bsuid
     return detail
 
 
-def parse_webhook(
-    body: bytes, *, header_event_id: str | None, received_at: datetime | None = None
-) -> Receipt:
-    """Validate a verified body; raise a WebhookError subclass when it cannot be stored."""
+def parse_webhook(body: bytes, *, received_at: datetime | None = None) -> Receipt:
+    """Validate a verified body; raise a WebhookError subclass when it cannot be stored.
+
+    The event id is the signed body's `id`: the same on every redelivery, and covered by the
+    signature. The `X-Siteti-Event-Id` header is not signed, so it never decides what is a
+    duplicate (a replayed body with a fresh header would be stored twice; a forged header
+    could suppress a real event).
+    """
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -124,18 +176,17 @@ def parse_webhook(
     missing = [
         name
         for name, ok in (
-            ("id", _text(payload.get("id"))),
-            ("type", _text(payload.get("type"))),
+            ("id", _text(payload.get("id"), "id")),
+            ("type", _text(payload.get("type"), "type")),
             ("data", isinstance(payload.get("data"), dict)),
         )
         if not ok
     ]
     if missing:
         raise InvalidWebhook("missing or invalid field(s): " + ", ".join(missing))
+    event_id: str = payload["id"]
     event_type: str = payload["type"]
     data: dict[str, Any] = payload["data"]
-    # The header is the delivery's identity (the same on every redelivery); the body id backs it.
-    event_id = _text(header_event_id) or payload["id"]
     stage = STAGE_BY_TYPE.get(event_type)
     if stage is None:
         raise UnknownType(f"unknown event type {event_type!r}")

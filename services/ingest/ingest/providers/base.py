@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from bridge.config import Settings
-from bridge.events import CanonicalEvent
+from bridge.events import CanonicalEvent, amount_problem, describe
 
 
 class PayloadError(ValueError):
@@ -114,7 +114,7 @@ def open_envelope(
     data_key: str = "data",
 ) -> Envelope | Ignored:
     """The event of an envelope-shaped body, or Ignored for one the bridge sends nothing for."""
-    event = str(payload.get(event_key) or "")
+    event = text_field(payload, event_key, event_key) or ""
     canonical = event_map.get(event)
     if canonical is None:
         return Ignored(f"{provider} {event!r} is not a notifiable event")
@@ -134,18 +134,87 @@ def require(mapping: Mapping[str, Any], *path: str) -> Any:
     return current
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value == "")
+
+
+def object_field(mapping: Mapping[str, Any], key: str, label: str) -> Mapping[str, Any]:
+    """The JSON object at `mapping[key]`, or PayloadError naming `label` (the field's full
+    name in the provider's payload, e.g. `data.customer`)."""
+    value = mapping.get(key)
+    if _missing(value):
+        raise PayloadError(f"missing field {label}")
+    if not isinstance(value, Mapping):
+        raise PayloadError(f"{label} must be an object")
+    return value
+
+
+def text_field(mapping: Mapping[str, Any], key: str, label: str) -> str | None:
+    """An optional string field: None when absent, null or empty; PayloadError naming `label`
+    when it is anything but a string (never `str()` of a list or an object)."""
+    value = mapping.get(key)
+    if _missing(value):
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{label} must be a string, not {_json_type(value)}")
+    return value
+
+
+def required_text(mapping: Mapping[str, Any], key: str, label: str) -> str:
+    """A required string field (PayloadError naming `label` when missing or not a string)."""
+    value = text_field(mapping, key, label)
+    if value is None:
+        raise PayloadError(f"missing field {label}")
+    return value
+
+
+def currency_field(mapping: Mapping[str, Any], label: str, *, default: str | None = "NGN") -> str:
+    """`mapping["currency"]` in capitals; `default` when absent (None: the field is required).
+    The canonical model checks it is an ISO 4217 code."""
+    value = text_field(mapping, "currency", label)
+    if value is None:
+        if default is None:
+            raise PayloadError(f"missing field {label}")
+        return default
+    return value.upper()
+
+
+def reference_field(mapping: Mapping[str, Any], key: str, label: str) -> str:
+    """A required reference or account number: a string, or an integer (Flutterwave's ids are
+    JSON numbers). Anything else is PayloadError: `{"a": 1}` is not a reference."""
+    value = mapping.get(key)
+    if _missing(value):
+        raise PayloadError(f"missing field {label}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**40:  # no reference is that long; str() of 10**5000 raises
+            raise PayloadError(f"{label} is too large a number to be a reference")
+        return str(value)
+    if not isinstance(value, str):
+        raise PayloadError(f"{label} must be a string or an integer, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
 @contextmanager
 def payload_fields() -> Iterator[None]:
-    """Turn a field of the wrong type (pydantic's ValidationError while building the
-    canonical event) into PayloadError, answered 422 like any other unusable payload."""
+    """Turn a value the canonical model refuses (wrong type, control characters, too long,
+    out of range: pydantic's ValidationError while building the event) into PayloadError,
+    answered 422 like any other unusable payload."""
     try:
         yield
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise PayloadError(f"unusable field value ({problems})") from exc
+        raise PayloadError(f"unusable field value ({describe(exc)})") from exc
 
 
 def json_object(request: WebhookRequest) -> Mapping[str, Any]:
@@ -156,26 +225,35 @@ def json_object(request: WebhookRequest) -> Mapping[str, Any]:
     return payload
 
 
-_MAX_AMOUNT = Decimal(10) ** 15
-_MAX_DECIMALS = 20
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(value: Any, field: str) -> Decimal:
+    """A JSON number or numeric string as a Decimal, exactly (no float detour beyond the one
+    the JSON parser made: `str(5000.1)` is `"5000.1"`)."""
+    # Only these: str() of a list or of a 1,000-level nesting is not a number (or a crash).
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise PayloadError(f"{field} is not a number ({_json_type(value)})")
+    try:
+        return Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise PayloadError(f"{field} is not a number: {_shown(value)}") from exc
+
+
+def _amount(amount: Decimal, value: Any, field: str) -> Decimal:
+    """`amount` when the canonical model takes it (bounds: bridge.events), else PayloadError."""
+    problem = amount_problem(amount)
+    if problem:
+        raise PayloadError(f"{field} {problem}: {_shown(value)}")
+    return amount
 
 
 def to_decimal(value: Any, field: str) -> Decimal:
-    """A non-negative amount from a JSON number or numeric string, exactly (no float detour
-    beyond the one the JSON parser made: `str(5000.1)` is `"5000.1"`)."""
-    if isinstance(value, bool):
-        raise PayloadError(f"{field} is not a number: {value!r}")
-    try:
-        amount = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError) as exc:
-        raise PayloadError(f"{field} is not a number: {value!r}") from exc
-    if not amount.is_finite() or amount < 0:
-        raise PayloadError(f"{field} must be a non-negative number")
-    # Bounded, so that writing it out in full ("f") stays small: 1e999999 is not an amount.
-    exponent = amount.as_tuple().exponent
-    if amount >= _MAX_AMOUNT or (isinstance(exponent, int) and exponent < -_MAX_DECIMALS):
-        raise PayloadError(f"{field} is out of range: {value!r}")
-    return amount
+    """A non-negative amount from a JSON number or numeric string, within the canonical
+    model's bounds (`bridge.events.amount_problem`)."""
+    return _amount(_number(value, field), value, field)
 
 
 _CENTS = Decimal("0.01")
@@ -184,10 +262,12 @@ _CENTS = Decimal("0.01")
 def minor_to_decimal(value: Any, field: str) -> Decimal:
     """An amount in minor units (kobo, cents) as major units with two decimals:
     500000 -> Decimal("5000.00")."""
-    minor = to_decimal(value, field)
-    if minor != minor.to_integral_value():
-        raise PayloadError(f"{field} is in minor units and must be a whole number: {value!r}")
-    return (minor / 100).quantize(_CENTS)
+    minor = _number(value, field)
+    if minor.is_finite() and minor != minor.to_integral_value():
+        raise PayloadError(f"{field} is in minor units and must be a whole number: {_shown(value)}")
+    if not minor.is_finite() or abs(minor) >= Decimal(10) ** 30:  # do not divide a 1e999999
+        return _amount(minor, value, field)
+    return _amount((minor / 100).quantize(_CENTS), value, field)
 
 
 #: West Africa Time (Africa/Lagos, no daylight saving): the zone of Nigerian providers'
@@ -208,8 +288,8 @@ def to_datetime(value: Any, *, default_tz: tzinfo = UTC) -> datetime | None:
         return None
     parsed: datetime | None = None
     if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else value
         try:
+            seconds = value / 1000 if value > 1e11 else value
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             return None

@@ -1,9 +1,13 @@
 """Flutterwave: `verif-hash` equal to the dashboard's secret hash (v3), or
 `flutterwave-signature` = base64 HMAC-SHA256 of the raw body with that hash; either is accepted.
 
-`verif-hash` does not bind the body, so charges are confirmed before they are processed
-("verify before process"): `confirm` asks `GET /v3/transactions/{id}/verify` and refuses
-the event unless Flutterwave's answer agrees on status, tx_ref, amount and currency.
+`verif-hash` does not bind the body, so every event is confirmed before it is processed
+("verify before process"): `confirm` asks Flutterwave's API about the transaction and refuses
+the event unless the answer agrees with the webhook:
+- charges: `GET /v3/transactions/{id}/verify`, on status, tx_ref, amount, currency (and the
+  customer's email when both give one);
+- transfers: `GET /v3/transfers/{id}` ("get a transfer"), on status, amount, currency and the
+  destination account number (the customer notified).
 
 The canonical transaction reference is Flutterwave's transaction `id` (what the verify
 endpoint takes, unique per attempt, stable across redeliveries); the merchant's `tx_ref`
@@ -29,9 +33,14 @@ from .base import (
     Outcome,
     PayloadError,
     WebhookRequest,
+    currency_field,
     json_object,
+    object_field,
     payload_fields,
+    reference_field,
     require,
+    required_text,
+    text_field,
     to_datetime,
     to_decimal,
 )
@@ -40,8 +49,13 @@ from .base import (
 CHARGE_STATUS = {"successful": "payment.successful", "failed": "payment.failed"}
 #: transfer.completed `data.status` -> canonical type
 TRANSFER_STATUS = {"SUCCESSFUL": "transfer.completed", "FAILED": "transfer.failed"}
-#: the canonical types that `confirm` checks, and the verify answer's status each expects
-CONFIRMED_STATUS = {"payment.successful": "successful", "payment.failed": "failed"}
+#: canonical type -> (the API path that confirms it, the status its answer must give)
+CONFIRMATIONS = {
+    "payment.successful": ("/v3/transactions/{id}/verify", "successful"),
+    "payment.failed": ("/v3/transactions/{id}/verify", "failed"),
+    "transfer.completed": ("/v3/transfers/{id}", "successful"),
+    "transfer.failed": ("/v3/transfers/{id}", "failed"),
+}
 
 
 class Flutterwave:
@@ -84,13 +98,11 @@ class Flutterwave:
             return self._parse(payload)
 
     def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = str(payload.get("event") or "")
+        event_type = text_field(payload, "event", "event") or ""
         if event_type not in ("charge.completed", "transfer.completed"):
             return Ignored(f"Flutterwave {event_type!r} is not a notifiable event")
-        data = require(payload, "data")
-        if not isinstance(data, Mapping):
-            raise PayloadError("data must be an object")
-        status = str(data.get("status") or "")
+        data = object_field(payload, "data", "data")
+        status = text_field(data, "status", "data.status") or ""
         if event_type == "charge.completed":
             canonical = CHARGE_STATUS.get(status.lower())
             if canonical is None:
@@ -104,40 +116,46 @@ class Flutterwave:
         return [new_event(event, canonical)]
 
     def _charge(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        customer = require(data, "customer")
+        customer = object_field(data, "customer", "data.customer")
         reason = None
         if failed:
-            reason = str(data.get("processor_response") or "payment failed")
+            reason = (
+                text_field(data, "processor_response", "data.processor_response")
+                or "payment failed"
+            )
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "id")),
+            transaction_reference=reference_field(data, "id", "data.id"),
             amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=currency_field(data, "data.currency"),
             customer=Customer(
-                email=str(require(customer, "email")),
-                name=customer.get("name"),
+                email=required_text(customer, "email", "data.customer.email"),
+                name=text_field(customer, "name", "data.customer.name"),
             ),
             reason=reason,
-            description=str(require(data, "tx_ref")),
-            channel=data.get("payment_type"),
+            description=reference_field(data, "tx_ref", "data.tx_ref"),
+            channel=text_field(data, "payment_type", "data.payment_type"),
             occurred_at=to_datetime(data.get("created_at")),
         )
 
     def _transfer(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
         reason = None
         if failed:
-            reason = str(data.get("complete_message") or "transfer failed")
+            reason = (
+                text_field(data, "complete_message", "data.complete_message") or "transfer failed"
+            )
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "id")),
+            transaction_reference=reference_field(data, "id", "data.id"),
             amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=currency_field(data, "data.currency"),
             customer=Customer(
-                account_number=str(require(data, "account_number")),
-                name=data.get("fullname"),
+                account_number=reference_field(data, "account_number", "data.account_number"),
+                name=text_field(data, "fullname", "data.fullname"),
             ),
             reason=reason,
-            description=data.get("narration") or data.get("reference"),
+            description=text_field(data, "narration", "data.narration")
+            or text_field(data, "reference", "data.reference"),
             channel="transfer",
             occurred_at=to_datetime(data.get("created_at")),
         )
@@ -145,23 +163,21 @@ class Flutterwave:
     async def confirm(
         self, events: list[CanonicalEvent], client: httpx.AsyncClient, settings: Settings
     ) -> None:
-        """Ask Flutterwave to confirm every charge event; transfers are not confirmed here."""
+        """Ask Flutterwave to confirm every event (charges and transfers)."""
         for event in events:
-            expected_status = CONFIRMED_STATUS.get(event.type)
-            if expected_status is None:
-                continue
-            answer = await self._fetch(event.data.transaction_reference, client, settings)
+            path, expected_status = CONFIRMATIONS[event.type]
+            answer = await self._fetch(path, event.data.transaction_reference, client, settings)
             _compare(event, answer, expected_status)
 
     async def _fetch(
-        self, transaction_id: str, client: httpx.AsyncClient, settings: Settings
+        self, path: str, transaction_id: str, client: httpx.AsyncClient, settings: Settings
     ) -> Mapping[str, Any]:
         if not settings.flutterwave_secret_key:
             raise ConfirmationUnavailable(
-                "flutterwave_secret_key is not set: charges cannot be verified"
+                "flutterwave_secret_key is not set: transactions cannot be verified"
             )
         base = settings.flutterwave_api_base_url.rstrip("/")
-        url = f"{base}/v3/transactions/{quote(transaction_id, safe='')}/verify"
+        url = base + path.format(id=quote(transaction_id, safe=""))
         try:
             response = await client.get(
                 url, headers={"Authorization": f"Bearer {settings.flutterwave_secret_key}"}
@@ -179,7 +195,7 @@ class Flutterwave:
             )
         try:
             answer = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ConfirmationUnavailable("Flutterwave verify answered non-JSON") from exc
         if not isinstance(answer, Mapping):
             raise ConfirmationUnavailable("Flutterwave verify answered a non-object")
@@ -207,7 +223,14 @@ def _compare(event: CanonicalEvent, answer: Mapping[str, Any], expected_status: 
         mismatches.append(f"id {data.get('id')!r}")
     if str(data.get("status") or "").lower() != expected_status:
         mismatches.append(f"status {data.get('status')!r} (webhook: {expected_status!r})")
-    if data.get("tx_ref") != event.data.description:
+    if event.type.startswith("transfer."):
+        # The account the money went to is the customer the message goes to.
+        account = event.data.customer.account_number
+        if str(data.get("account_number")) != account:
+            mismatches.append(
+                f"account_number {data.get('account_number')!r} (webhook: {account!r})"
+            )
+    elif data.get("tx_ref") != event.data.description:
         mismatches.append(f"tx_ref {data.get('tx_ref')!r} (webhook: {event.data.description!r})")
     try:
         amount: Decimal | None = to_decimal(data.get("amount"), "amount")
@@ -220,7 +243,12 @@ def _compare(event: CanonicalEvent, answer: Mapping[str, Any], expected_status: 
     customer = data.get("customer")
     verified_email = customer.get("email") if isinstance(customer, Mapping) else None
     claimed_email = event.data.customer.email
-    if verified_email and claimed_email and verified_email.lower() != claimed_email.lower():
+    if (
+        isinstance(verified_email, str)
+        and verified_email
+        and claimed_email
+        and verified_email.lower() != claimed_email.lower()
+    ):
         mismatches.append("customer email")
     if mismatches:
         raise SignatureError(

@@ -29,10 +29,15 @@ from .base import (
     Ignored,
     Outcome,
     WebhookRequest,
+    currency_field,
     json_object,
+    object_field,
     open_envelope,
     payload_fields,
+    reference_field,
     require,
+    required_text,
+    text_field,
     to_datetime,
     to_decimal,
 )
@@ -166,21 +171,22 @@ class Generic:
         if isinstance(envelope, Ignored):
             return envelope
         canonical, data = envelope.canonical, envelope.data
-        customer = require(data, "customer")
+        customer = object_field(data, "customer", "data.customer")
         event = EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "transaction_id")),
+            transaction_reference=reference_field(data, "transaction_id", "data.transaction_id"),
             amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=currency_field(data, "data.currency"),
             customer=Customer(
-                email=str(require(customer, "email")),
-                name=customer.get("name"),
+                email=required_text(customer, "email", "data.customer.email"),
+                name=text_field(customer, "name", "data.customer.name"),
             ),
             reason=_reason(data, canonical),
-            description=data.get("description"),
-            channel=data.get("channel"),
+            description=text_field(data, "description", "data.description"),
+            channel=text_field(data, "channel", "data.channel"),
             occurred_at=to_datetime(data.get("created_at") or payload.get("timestamp")),
-            next_due_date=data.get("next_due_date") or data.get("next_billing_date"),
+            next_due_date=text_field(data, "next_due_date", "data.next_due_date")
+            or text_field(data, "next_billing_date", "data.next_billing_date"),
         )
         return [new_event(event, canonical)]
 
@@ -188,4 +194,8 @@ class Generic:
 def _reason(data: Mapping[str, Any], canonical: str) -> str | None:
     if not canonical.endswith(".failed"):
         return None
-    return str(data.get("reason") or data.get("failure_reason") or canonical.replace(".", " "))
+    return (
+        text_field(data, "reason", "data.reason")
+        or text_field(data, "failure_reason", "data.failure_reason")
+        or canonical.replace(".", " ")
+    )

@@ -19,10 +19,15 @@ from .base import (
     Ignored,
     Outcome,
     WebhookRequest,
+    currency_field,
     json_object,
+    object_field,
     open_envelope,
     payload_fields,
+    reference_field,
     require,
+    required_text,
+    text_field,
     to_datetime,
     to_decimal,
 )
@@ -67,7 +72,8 @@ class Monnify:
             return envelope
         event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         if event_type == "SUCCESSFUL_TRANSACTION":
-            status = str(data.get("paymentStatus") or "PAID").upper()
+            status = text_field(data, "paymentStatus", "eventData.paymentStatus") or "PAID"
+            status = status.upper()
             if status not in PAID_STATUSES:
                 return Ignored(f"Monnify transaction with paymentStatus {status!r}")
             event = self._collection(data)
@@ -81,36 +87,41 @@ class Monnify:
         return [new_event(event, canonical)]
 
     def _collection(self, data: Mapping[str, Any]) -> EventData:
-        customer = require(data, "customer")
+        customer = object_field(data, "customer", "eventData.customer")
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "transactionReference")),
+            transaction_reference=_reference(data),
             amount=to_decimal(require(data, "amountPaid"), "eventData.amountPaid"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=currency_field(data, "eventData.currency"),
             customer=Customer(
-                email=str(require(customer, "email")),
-                name=customer.get("name"),
+                email=required_text(customer, "email", "eventData.customer.email"),
+                name=text_field(customer, "name", "eventData.customer.name"),
             ),
-            description=data.get("paymentDescription"),
-            channel=data.get("paymentMethod"),
+            description=text_field(data, "paymentDescription", "eventData.paymentDescription"),
+            channel=text_field(data, "paymentMethod", "eventData.paymentMethod"),
             occurred_at=to_datetime(data.get("paidOn"), default_tz=WAT),
         )
 
     def _disbursement(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
         reason = None
         if failed:
-            reason = str(data.get("transactionDescription") or "disbursement failed")
+            reason = (
+                text_field(data, "transactionDescription", "eventData.transactionDescription")
+                or "disbursement failed"
+            )
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "transactionReference")),
+            transaction_reference=_reference(data),
             amount=to_decimal(require(data, "amount"), "eventData.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=currency_field(data, "eventData.currency"),
             customer=Customer(
-                account_number=str(require(data, "destinationAccountNumber")),
-                name=data.get("destinationAccountName"),
+                account_number=reference_field(
+                    data, "destinationAccountNumber", "eventData.destinationAccountNumber"
+                ),
+                name=text_field(data, "destinationAccountName", "eventData.destinationAccountName"),
             ),
             reason=reason,
-            description=data.get("narration"),
+            description=text_field(data, "narration", "eventData.narration"),
             channel="DISBURSEMENT",
             occurred_at=to_datetime(
                 data.get("completedOn") or data.get("createdOn"), default_tz=WAT
@@ -120,17 +131,29 @@ class Monnify:
     def _refund(
         self, data: Mapping[str, Any], customer: Mapping[str, Any], *, failed: bool
     ) -> EventData:
-        original = require(data, "transactionReference")
+        original = _reference(data)
+        refund = data.get("refundReference")
         return EventData(
             provider=self.name,
             # One transaction may be refunded in parts: each refund is its own event.
-            transaction_reference=str(data.get("refundReference") or original),
+            transaction_reference=(
+                reference_field(data, "refundReference", "eventData.refundReference")
+                if refund
+                else original
+            ),
             amount=to_decimal(require(data, "refundAmount"), "eventData.refundAmount"),
-            currency=str(data.get("currency") or "NGN").upper(),
-            customer=Customer(email=str(customer["email"]), name=customer.get("name")),
+            currency=currency_field(data, "eventData.currency"),
+            customer=Customer(
+                email=required_text(customer, "email", "eventData.customer.email"),
+                name=text_field(customer, "name", "eventData.customer.name"),
+            ),
             reason="refund failed" if failed else None,
             description=f"refund of {original}",
             occurred_at=to_datetime(
                 data.get("completedOn") or data.get("createdOn"), default_tz=WAT
             ),
         )
+
+
+def _reference(data: Mapping[str, Any]) -> str:
+    return reference_field(data, "transactionReference", "eventData.transactionReference")

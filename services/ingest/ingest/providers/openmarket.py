@@ -21,10 +21,13 @@ from .base import (
     Outcome,
     PayloadError,
     WebhookRequest,
+    currency_field,
     json_object,
     payload_fields,
     phone_digits,
+    reference_field,
     require,
+    text_field,
     to_datetime,
     to_decimal,
 )
@@ -63,19 +66,25 @@ class OpenMarket:
         kind = payload.get("transaction_type") or "payment"
         if kind != "payment":
             return Ignored(f"Open Market transaction_type {kind!r}")
-        phone = phone_digits(payload.get("buyer_number"))
-        email = payload.get("buyer_email") or None
+        phone = phone_digits(text_field(payload, "buyer_number", "buyer_number"))
+        email = text_field(payload, "buyer_email", "buyer_email")
         if not phone and not email:
             raise PayloadError("neither buyer_number (E.164) nor buyer_email is given")
         meta = payload.get("meta_data")
-        order_id = meta.get("order_id") if isinstance(meta, Mapping) else None
+        order_id = (
+            reference_field(meta, "order_id", "meta_data.order_id")
+            if isinstance(meta, Mapping) and meta.get("order_id")
+            else None
+        )
         event = EventData(
             provider=self.name,
-            transaction_reference=str(require(payload, "transaction_id")),
+            transaction_reference=reference_field(payload, "transaction_id", "transaction_id"),
             amount=to_decimal(require(payload, "amount"), "amount"),
-            currency=str(require(payload, "currency")).upper(),
-            customer=Customer(phone=phone, email=email, name=payload.get("buyer_name")),
-            description=str(payload.get("reference") or order_id or "") or None,
+            currency=currency_field(payload, "currency", default=None),
+            customer=Customer(
+                phone=phone, email=email, name=text_field(payload, "buyer_name", "buyer_name")
+            ),
+            description=text_field(payload, "reference", "reference") or order_id,
             occurred_at=to_datetime(payload.get("updated_at") or payload.get("created_at")),
         )
         return [new_event(event, "payment.successful")]

@@ -21,9 +21,13 @@ from .base import (
     customer_name,
     json_object,
     minor_to_decimal,
+    object_field,
     open_envelope,
     payload_fields,
+    reference_field,
     require,
+    required_text,
+    text_field,
     to_datetime,
 )
 
@@ -44,6 +48,15 @@ EVENT_MAP = {
 def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
+
+
+def _currency(*places: tuple[Mapping[str, Any], str]) -> str:
+    """The first `currency` given in `places` (object, its name), else NGN."""
+    for mapping, name in places:
+        value = text_field(mapping, "currency", f"{name}.currency")
+        if value:
+            return value.upper()
+    return "NGN"
 
 
 def _date(value: Any) -> str | None:
@@ -76,8 +89,9 @@ class Paystack:
             return envelope
         event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         if event_type == "charge.success":
-            if str(data.get("status") or "success") != "success":
-                return Ignored(f"Paystack charge.success with status {data.get('status')!r}")
+            status = text_field(data, "status", "data.status") or "success"
+            if status != "success":
+                return Ignored(f"Paystack charge.success with status {status!r}")
             event = self._charge(data)
         elif event_type == "invoice.payment_failed":
             event = self._failed_invoice(data)
@@ -90,21 +104,21 @@ class Paystack:
         return [new_event(event, canonical)]
 
     def _customer(self, data: Mapping[str, Any]) -> Customer:
-        customer = require(data, "customer")
+        customer = object_field(data, "customer", "data.customer")
         return Customer(
-            email=str(require(customer, "email")),
+            email=required_text(customer, "email", "data.customer.email"),
             name=customer_name(customer.get("first_name"), customer.get("last_name")),
         )
 
     def _charge(self, data: Mapping[str, Any]) -> EventData:
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "reference")),
+            transaction_reference=reference_field(data, "reference", "data.reference"),
             amount=minor_to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=_currency((data, "data")),
             customer=self._customer(data),
-            description=data.get("gateway_response"),
-            channel=data.get("channel"),
+            description=text_field(data, "gateway_response", "data.gateway_response"),
+            channel=text_field(data, "channel", "data.channel"),
             occurred_at=to_datetime(data.get("paid_at") or data.get("created_at")),
         )
 
@@ -114,59 +128,68 @@ class Paystack:
         subscription = _mapping(data, "subscription")
         plan = _mapping(subscription, "plan")
         reason = (
-            transaction.get("gateway_response")
-            or data.get("gateway_response")
+            text_field(transaction, "gateway_response", "data.transaction.gateway_response")
+            or text_field(data, "gateway_response", "data.gateway_response")
             or "subscription payment failed"
         )
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "invoice_code")),
+            transaction_reference=reference_field(data, "invoice_code", "data.invoice_code"),
             amount=minor_to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or plan.get("currency") or "NGN").upper(),
+            currency=_currency((data, "data"), (plan, "data.subscription.plan")),
             customer=self._customer(data),
-            reason=str(reason),
-            description=data.get("description"),
+            reason=reason,
+            description=text_field(data, "description", "data.description"),
             channel="subscription",
             occurred_at=to_datetime(data.get("created_at")),
             next_due_date=_date(subscription.get("next_payment_date")),
         )
 
     def _transfer(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        recipient = require(data, "recipient")
+        recipient = object_field(data, "recipient", "data.recipient")
         details = _mapping(recipient, "details")
-        account = details.get("account_number")
-        email = recipient.get("email")
+        account = (
+            reference_field(details, "account_number", "data.recipient.details.account_number")
+            if details.get("account_number")
+            else None
+        )
+        email = text_field(recipient, "email", "data.recipient.email")
         if not account and not email:
             raise PayloadError("data.recipient has neither details.account_number nor email")
         reason = None
         if failed:
-            reason = str(data.get("gateway_response") or data.get("status") or "transfer failed")
+            reason = (
+                text_field(data, "gateway_response", "data.gateway_response")
+                or text_field(data, "status", "data.status")
+                or "transfer failed"
+            )
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "reference")),
+            transaction_reference=reference_field(data, "reference", "data.reference"),
             amount=minor_to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=_currency((data, "data")),
             customer=Customer(
-                account_number=str(account) if account else None,
-                email=email or None,
-                name=recipient.get("name") or details.get("account_name"),
+                account_number=account,
+                email=email,
+                name=text_field(recipient, "name", "data.recipient.name")
+                or text_field(details, "account_name", "data.recipient.details.account_name"),
             ),
             reason=reason,
             # Paystack's transfer `reason` is the narration given when the transfer was made.
-            description=data.get("reason"),
+            description=text_field(data, "reason", "data.reason"),
             channel="transfer",
             occurred_at=to_datetime(data.get("transferred_at") or data.get("updated_at")),
         )
 
     def _refund(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        original = require(data, "transaction_reference")
+        original = reference_field(data, "transaction_reference", "data.transaction_reference")
         # One transaction may be refunded in parts: each refund is its own event.
-        reference = data.get("refund_reference") or data.get("id") or original
+        own = next((key for key in ("refund_reference", "id") if data.get(key)), None)
         return EventData(
             provider=self.name,
-            transaction_reference=str(reference),
+            transaction_reference=reference_field(data, own, f"data.{own}") if own else original,
             amount=minor_to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(data.get("currency") or "NGN").upper(),
+            currency=_currency((data, "data")),
             customer=self._customer(data),
             reason="refund failed" if failed else None,
             description=f"refund of {original}",
@@ -177,14 +200,16 @@ class Paystack:
         plan = _mapping(data, "plan")
         return EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "subscription_code")),
+            transaction_reference=reference_field(
+                data, "subscription_code", "data.subscription_code"
+            ),
             amount=minor_to_decimal(
                 data.get("amount") if data.get("amount") is not None else plan.get("amount"),
                 "data.amount",
             ),
-            currency=str(plan.get("currency") or data.get("currency") or "NGN").upper(),
+            currency=_currency((plan, "data.plan"), (data, "data")),
             customer=self._customer(data),
-            description=plan.get("name"),
+            description=text_field(plan, "name", "data.plan.name"),
             channel="subscription",
             occurred_at=to_datetime(data.get("createdAt") or data.get("created_at")),
             next_due_date=_date(data.get("next_payment_date")),

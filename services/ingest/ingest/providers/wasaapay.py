@@ -4,6 +4,9 @@ the webhook secret over `JSON.stringify(payload without its signature field)`.
 The raw bytes cannot be what was signed (they contain the signature), so the payload is
 re-serialised like JavaScript (`js_stringify`: compact, key order kept, non-ASCII kept,
 `2000.0` written `2000`). Both SANDBOX and PRODUCTION environments are accepted.
+
+The signed `timestamp` must be within 5 minutes of our clock: an older copy of a genuine
+webhook is a replay, and is refused like a bad signature (401).
 """
 
 from __future__ import annotations
@@ -14,24 +17,30 @@ from typing import Any, ClassVar
 import orjson
 
 from bridge.events import Customer, EventData, new_event
-from bridge.signing import SignatureError, js_stringify, verify_hmac
+from bridge.signing import SignatureError, check_age, js_stringify, verify_hmac
 
 from .base import (
     Ignored,
     Outcome,
     PayloadError,
     WebhookRequest,
+    currency_field,
     json_object,
+    object_field,
     open_envelope,
     payload_fields,
     phone_digits,
+    reference_field,
     require,
+    text_field,
     to_datetime,
     to_decimal,
 )
 
 SIGNATURE_FIELD = "signature"
 SIGNATURE_PREFIX = "sha256="
+#: how far the signed timestamp may be from our clock, either way
+TOLERANCE_SECONDS = 300
 
 #: WasaaPay event -> canonical type (the *.initiated events are ignored)
 EVENT_MAP = {
@@ -74,6 +83,10 @@ class WasaaPay:
             prefix=SIGNATURE_PREFIX,
             header="signature field",
         )
+        signed_at = to_datetime(payload.get("timestamp"))
+        if signed_at is None:
+            raise SignatureError("the signed timestamp field is missing or not a date-time")
+        check_age(signed_at.timestamp(), request.now, TOLERANCE_SECONDS)
 
     def parse(self, request: WebhookRequest) -> Outcome:
         payload = json_object(request)
@@ -85,22 +98,27 @@ class WasaaPay:
         if isinstance(envelope, Ignored):
             return envelope
         event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
-        customer = require(data, "customer")
-        phone = phone_digits(customer.get("phone"))
-        email = customer.get("email") or None
+        customer = object_field(data, "customer", "data.customer")
+        phone = phone_digits(text_field(customer, "phone", "data.customer.phone"))
+        email = text_field(customer, "email", "data.customer.email")
         if not phone and not email:
             raise PayloadError("data.customer has neither an international phone nor an email")
         reason = None
         if canonical.endswith(".failed"):
-            reason = str(data.get("reason") or f"{event_type.partition('.')[0]} failed")
+            reason = text_field(data, "reason", "data.reason") or (
+                f"{event_type.partition('.')[0]} failed"
+            )
         event = EventData(
             provider=self.name,
-            transaction_reference=str(require(data, "transactionId")),
+            transaction_reference=reference_field(data, "transactionId", "data.transactionId"),
             amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=str(require(data, "currency")).upper(),
-            customer=Customer(phone=phone, email=email, name=customer.get("name")),
+            currency=currency_field(data, "data.currency", default=None),
+            customer=Customer(
+                phone=phone, email=email, name=text_field(customer, "name", "data.customer.name")
+            ),
             reason=reason,
-            description=data.get("biller") or data.get("description"),
+            description=text_field(data, "biller", "data.biller")
+            or text_field(data, "description", "data.description"),
             channel=event_type.partition(".")[0],
             occurred_at=to_datetime(payload.get("timestamp")),
         )

@@ -36,7 +36,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, new_event
+from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, describe, new_event
 
 from ..providers.base import to_decimal
 
@@ -92,7 +92,8 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.hex() or None
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        # default=str: a numeric[] (Decimals) or an odd element type is still text, not a crash.
+        return orjson.dumps(value, default=str).decode()
     text = str(value).strip()
     return text or None
 
@@ -160,7 +161,8 @@ def build_event(
 
     `values` holds the `EVENT_FIELDS` the record has (missing or empty = absent), with
     `event_type` and `transaction_reference` required; `labels` names each field as the source
-    calls it, for error messages. Raises RowError naming the first unusable field.
+    calls it, for error messages. Raises RowError naming the first unusable field, or every
+    value the canonical model refuses (a 0001-01-01 "null date", a NUL, an over-long text).
     """
     labels = labels or {}
 
@@ -192,12 +194,9 @@ def build_event(
             next_due_date=as_text(values.get("next_due_date")),
             details=dict(details),
         )
+        return new_event(data, event_type, priority="bulk")
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise RowError(f"unusable value ({problems})") from exc
-    return new_event(data, event_type, priority="bulk")
+        raise RowError(f"unusable value ({describe(exc)})") from exc
 
 
 async def send_all(

@@ -56,7 +56,9 @@ is a duplicate, and nothing is sent.
 Outcome of a file, always with `<moved name>.report.json` beside it (rows, events, skipped
 and bad rows with line and reason, the references emitted):
 - `processed/`: the file was read and at least one row was usable, or none was bad; bad rows
-  are named in the report and the good rows are emitted (one bad row loses nothing else);
+  are named in the report and the good rows are emitted (one bad row loses nothing else). A
+  row is bad when a value is unreadable or one the canonical model refuses (a legacy
+  `0001-01-01` "null date", a control character, an over-long text, an absurd amount);
 - `failed/`: the file could not be read (malformed, not the configured encoding, missing
   columns, unsupported type, larger than `FILEDROP_MAX_BYTES`), or every row was bad; nothing
   was emitted.

@@ -30,7 +30,10 @@ Tracking (table `poller_tracking`, in `DATABASE_URL`, key `(source, source_id)`)
    after the other (short, and no deadlock however their batches overlap).
 2. **Publish** the claimed rows' events to Kafka and wait for acks=all.
 3. **Mark** them `emitted` (event id, time). Unmappable rows (bad amount, unknown type, no
-   customer…) are marked `failed` with the reason and logged; the rest of the batch goes on.
+   customer, a value the canonical model refuses: a `0001-01-01` or infinite timestamp, an
+   over-long text…) are marked `failed` with the reason and logged; the rest of the batch goes
+   on. A row whose `source_id` cannot be a tracking key (over 500 characters) is skipped and
+   logged, since claiming it would fail every poll.
    A row whose publish failed is released (re-claimable at the next poll).
 
 Why a customer gets exactly one message: delivery to Kafka is at-least-once, the message is
@@ -172,15 +175,26 @@ def map_row(row: Mapping[str, Any], source: str) -> CanonicalEvent:
     return build_event(source, values, details)
 
 
+#: A source_id longer than this cannot be tracked: the tracking key is a btree index, whose
+#: entries PostgreSQL limits to about 2.7 kB (an insert over it fails the whole claim).
+MAX_SOURCE_ID_LENGTH = 500
+
+
+def trackable(source_id: str) -> bool:
+    """Whether `source_id` can be a tracking key (PostgreSQL text refuses NUL)."""
+    return len(source_id) <= MAX_SOURCE_ID_LENGTH and "\x00" not in source_id
+
+
 def prepare(rows: Sequence[Mapping[str, Any]], source: str) -> tuple[list[Candidate], int]:
     """Map a batch of rows; returns the candidates and how many rows were skipped (no
-    source_id, or a source_id already seen earlier in the batch)."""
+    source_id, one that cannot be tracked, or one already seen earlier in the batch: such a
+    row cannot be claimed or marked, and letting it into the claim would fail every poll)."""
     candidates: list[Candidate] = []
     seen: set[str] = set()
     skipped = 0
     for row in rows:
         source_id = as_text(row.get("source_id"))
-        if source_id is None or source_id in seen:
+        if source_id is None or not trackable(source_id) or source_id in seen:
             skipped += 1
             continue
         seen.add(source_id)
@@ -276,7 +290,8 @@ class Poller:
                 "poller_rows_skipped",
                 source=self.source,
                 count=skipped,
-                reason="source_id missing or repeated in the result",
+                reason="source_id missing, repeated in the result, or not trackable"
+                f" (NUL, longer than {MAX_SOURCE_ID_LENGTH})",
             )
         claimed = await self.claim(candidates)
         report.claimed = len(claimed)
@@ -362,7 +377,7 @@ class Poller:
             self.source,
             self.owner,
             [c.source_id for c in failed],
-            [c.error or "unmappable" for c in failed],
+            [(c.error or "unmappable")[:500] for c in failed],
         )
 
     async def release(self, unsent: Sequence[tuple[Candidate, BaseException]]) -> None:

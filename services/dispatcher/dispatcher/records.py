@@ -1,0 +1,77 @@
+"""One record of the events topic, from the moment a lane takes it until it is settled:
+sent, a duplicate, or dead-lettered. Only then may its offset be committed (offsets.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.events import CanonicalEvent
+from bridge.logs import get_logger
+
+from . import dlq
+from .failures import OUTAGE_BACKOFF, describe, is_dependency_outage
+from .pipeline import Dispatcher
+
+log = get_logger("dispatcher")
+
+
+@dataclass(frozen=True)
+class Work:
+    """A record as a lane handles it: its canonical event, or why it is not one."""
+
+    record: dlq.RecordPosition
+    event: CanonicalEvent | None
+    error: str = ""
+
+
+def read(record: Any) -> Work:
+    """A faust event of the events topic as Work; never raises."""
+    message = record.message
+    position = dlq.RecordPosition(
+        message.topic, message.partition, message.offset, record.key, record.value
+    )
+    try:
+        return Work(position, CanonicalEvent.from_json(record.value))
+    except ValueError as exc:  # pydantic's ValidationError and JSON errors alike
+        return Work(position, None, describe(exc))
+
+
+async def settle(
+    dispatcher: Dispatcher,
+    work: Work,
+    *,
+    poison_attempts: int,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Settle one record; returns only once it is sent, skipped or dead-lettered.
+
+    A dependency outage (PostgreSQL, Redis down) is waited out, however long. Any other
+    failure is retried until `poison_attempts` attempts have failed; then the event is
+    dead-lettered as `unprocessable`, so that one odd record never stalls its lane. A record
+    that is not a canonical event is dead-lettered at once: reading it again changes nothing.
+    """
+    failures = 0
+    error = work.error
+    pause = 0
+    while True:
+        try:
+            if work.event is None:
+                await dispatcher.give_up_record(work.record, error)
+            elif failures >= poison_attempts:
+                await dispatcher.give_up(work.event, error)
+            else:
+                await dispatcher.handle(work.event)
+            return
+        except Exception as exc:
+            reference = work.event.reference if work.event else None
+            if is_dependency_outage(exc):
+                log.error("dependency_unavailable_retrying", reference=reference, error=repr(exc))
+            else:
+                failures += 1
+                error = describe(exc)
+                log.exception("event_failed", reference=reference, attempt=failures)
+        await sleep(OUTAGE_BACKOFF.delay(pause))
+        pause += 1
