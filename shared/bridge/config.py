@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # default group.min.session.timeout.ms); heartbeats (a third of it or less) come from
     # the consumer's own thread, so a busy event loop does not miss them.
     dispatcher_session_timeout_seconds: float = 6.0
-    dispatcher_heartbeat_interval_seconds: float = 1.5
+    dispatcher_heartbeat_interval_seconds: float = 1.0
     # Attempts at an event that fails for a reason other than a dependency outage, before
     # it is dead-lettered as `unprocessable` and its lane moves on.
     dispatcher_poison_attempts: int = 3

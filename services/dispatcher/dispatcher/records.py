@@ -8,7 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from bridge.events import CanonicalEvent
+from bridge.events import describe as describe_refusal
 from bridge.logs import get_logger
 
 from . import dlq
@@ -30,13 +33,14 @@ class Work:
 def read(record: Any) -> Work:
     """A faust event of the events topic as Work; never raises."""
     message = record.message
+    value = record.value or b""  # a tombstone (None) is a record no event comes from
     position = dlq.RecordPosition(
-        message.topic, message.partition, message.offset, record.key, record.value
+        message.topic, message.partition, message.offset, record.key, value
     )
     try:
-        return Work(position, CanonicalEvent.from_json(record.value))
-    except ValueError as exc:  # pydantic's ValidationError and JSON errors alike
-        return Work(position, None, describe(exc))
+        return Work(position, CanonicalEvent.from_json(value))
+    except ValidationError as exc:  # not JSON, or not a canonical event
+        return Work(position, None, f"not a canonical event: {describe_refusal(exc)}")
 
 
 async def settle(
