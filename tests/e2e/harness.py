@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,6 +358,18 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
             DISPATCHER_DATADIR=str(ROOT / f".stack/faust/e2e-{name}"),
         )
     return pipeline
+
+
+@contextmanager
+def running(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """The pipeline provisioned and started for the block, then stopped and dropped."""
+    pipeline.provision()
+    pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+        pipeline.deprovision()
 
 
 def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.2) -> Any:

@@ -25,7 +25,16 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import ROOT, Pipeline, make_pipeline, new_account, new_reference, payment, wait_for
+from .harness import (
+    ROOT,
+    Pipeline,
+    make_pipeline,
+    new_account,
+    new_reference,
+    payment,
+    running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -67,13 +76,8 @@ def pipeline() -> Iterator[Pipeline]:
     pipeline = make_pipeline(stack_env(), MISSING_CONTACT_WAIT_SECONDS="5")
     for process in pipeline.processes.values():
         process.name = f"restarts-{process.name}"  # logs of its own, to read what recovered
-    pipeline.provision()
-    pipeline.start()
-    try:
+    with running(pipeline):
         yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.deprovision()
 
 
 @dataclass

@@ -8,21 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Pipeline, make_pipeline, new_reference, payment, stack_env, wait_for
+from .harness import Pipeline, make_pipeline, new_reference, payment, running, stack_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(stack_env())
-    pipeline.provision()
-    pipeline.start()
-    try:
+    with running(make_pipeline(stack_env())) as pipeline:
         yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.deprovision()
 
 
 def test_success_flow(pipeline: Pipeline, tmp_path: Path) -> None:

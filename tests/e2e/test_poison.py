@@ -16,21 +16,23 @@ from aiokafka import AIOKafkaProducer
 
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
 
-from .harness import Pipeline, make_pipeline, new_account, new_reference, stack_env, wait_for
+from .harness import (
+    Pipeline,
+    make_pipeline,
+    new_account,
+    new_reference,
+    running,
+    stack_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(stack_env())
-    pipeline.provision()
-    pipeline.start()
-    try:
+    with running(make_pipeline(stack_env())) as pipeline:
         yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.deprovision()
 
 
 def good(account: str, amount: int) -> CanonicalEvent:

@@ -25,6 +25,7 @@ from .harness import (
     new_account,
     new_reference,
     payment,
+    running,
     stack_env,
     wait_for,
 )
@@ -36,23 +37,19 @@ PLAN_PER_MINUTE = 3000  # 50 calls a second: a burst takes seconds, long enough 
 
 @pytest.fixture(scope="module")
 def pressure(kafka_bootstrap: str) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(
-        stack_env(),
-        dispatchers=2,
-        SITETI_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
-        SANDBOX_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
-        DEDUPE_LEASE_SECONDS="5",
-        SITETI_MAX_RETRIES="5",
-        MISSING_CONTACT_WAIT_SECONDS="5",
-        DISPATCHER_SHUTDOWN_GRACE_SECONDS="10",
-    )
-    pipeline.provision()
-    pipeline.start()
-    try:
+    with running(
+        make_pipeline(
+            stack_env(),
+            dispatchers=2,
+            SITETI_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
+            SANDBOX_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
+            DEDUPE_LEASE_SECONDS="5",
+            SITETI_MAX_RETRIES="5",
+            MISSING_CONTACT_WAIT_SECONDS="5",
+            DISPATCHER_SHUTDOWN_GRACE_SECONDS="10",
+        )
+    ) as pipeline:
         yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.deprovision()
 
 
 @pytest.fixture(autouse=True)
