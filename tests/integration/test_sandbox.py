@@ -30,7 +30,7 @@ WEBHOOK_SECRETS = ("webhook_secret_old", "webhook_secret_new")
 PHONE = "2348031234567"
 VARS = {"customer_name": "Ada Obi", "amount": "₦5,000.00", "trans_ref": "MNP-889900"}
 # The contract's independent vectors, beside the repo (read-only, present in CI too).
-VECTORS = Path(__file__).resolve().parents[3] / "shared/contracts/signature-vectors.json"
+VECTORS = Path(__file__).resolve().parents[1] / "fixtures/contracts/signature-vectors.json"
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:

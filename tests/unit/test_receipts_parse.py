@@ -20,7 +20,7 @@ from receipts.webhooks import (
 )
 
 # CI and the work tree keep the steering repo's shared/ beside the project's checkout.
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "signature-vectors.json"
+VECTORS = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "signature-vectors.json"
 PHONE = "2348031234567"
 RECEIVED = datetime(2026, 1, 20, 15, 0, tzinfo=UTC)
 
