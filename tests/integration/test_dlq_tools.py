@@ -33,7 +33,7 @@ from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
 from bridge_cli.main import app as cli_app
-from dispatcher import dlq
+from dispatcher import dlq, outcomes
 from dispatcher.admin import AdminAPI, register_admin
 from dispatcher.dedupe import Dedupe
 from dispatcher.directory import Directory, import_csv
@@ -231,11 +231,11 @@ async def unavailable_entry(
     await siteti.fail(mode="error_5xx", status=500, paths="/trigger", **failure)
     event = payment(provider, account)
     try:
-        assert await dispatcher.handle(event) == "dead_lettered:siteti_unavailable"
+        assert (await dispatcher.handle(event)).label == "dead_lettered:siteti_unavailable"
     finally:
         await siteti.heal()
     entry = await entry_for(pool, event)
-    assert entry.status == "pending" and entry.reason == dlq.SITETI_UNAVAILABLE
+    assert entry.status == "pending" and entry.reason == outcomes.SITETI_UNAVAILABLE
     return event, entry
 
 
@@ -269,7 +269,7 @@ async def test_list_filter_and_show(
     no_phone = new_account()
     await add_customer(pg_pool, redis, tmp_path, no_phone, phone="")
     missing = payment(provider, no_phone)
-    assert await dispatcher.handle(missing) == "dead_lettered:missing_contact"
+    assert (await dispatcher.handle(missing)).label == "dead_lettered:missing_contact"
     unavailable, _ = await unavailable_entry(dispatcher, siteti, pg_pool, redis, tmp_path, provider)
 
     everything = await dlq.list_entries(pg_pool, provider=provider)
@@ -310,7 +310,7 @@ async def test_retry_after_siteti_recovers_sends_once(
     assert await siteti.messages(event.reference) == []
 
     result = await retry_id(dispatcher, entry.id, by="test")
-    assert result.outcome == "sent" and result.ok
+    assert result.outcome.label == "sent" and result.ok
     messages = await siteti.messages(event.reference)
     assert len(messages) == 1 and messages[0]["template_id"] == "tpl_first_time"
     after = await dlq.get_entry(pg_pool, entry.id)
@@ -319,8 +319,8 @@ async def test_retry_after_siteti_recovers_sends_once(
     assert (await stages(pg_pool, event.reference))[-2:] == ["dispatched", "retried"]
 
     again = await retry_id(dispatcher, entry.id, by="test")
-    assert again.outcome == "not_retryable:completed" and again.ok
-    assert await dispatcher.handle(event) == "duplicate"  # a redelivery is a duplicate now
+    assert again.outcome.label == "not_retryable:completed" and again.ok
+    assert (await dispatcher.handle(event)).label == "duplicate"  # a redelivery is a duplicate now
     assert len(await siteti.messages(event.reference)) == 1
     triggers = await siteti.triggers(event.reference)
     assert [c["status"] for c in triggers] == [500, 500, 202]  # 1 + 1 in-call retry, then sent
@@ -344,7 +344,7 @@ async def test_retry_when_siteti_had_accepted_is_an_idempotent_replay(
     assert len(await siteti.messages(event.reference)) == 1  # it went out after all
 
     result = await retry_id(dispatcher, entry.id, by="test")
-    assert result.outcome == "sent"
+    assert result.outcome.label == "sent"
     assert len(await siteti.messages(event.reference)) == 1
     triggers = await siteti.triggers(event.reference)
     assert triggers[-1]["replayed"] is True and triggers[-1]["status"] == 202
@@ -402,7 +402,7 @@ async def test_template_approved_later_is_sent_by_the_retrier(
         account = new_account()
         await add_customer(pg_pool, redis, tmp_path, account)
         event = payment(provider, account)
-        assert await dispatcher.handle(event) == "dead_lettered:template_not_approved"
+        assert (await dispatcher.handle(event)).label == "dead_lettered:template_not_approved"
         events.append(event)
     entries = [await entry_for(pg_pool, e) for e in events]
     assert {(e.status, e.reason, e.template_id, e.key_generation) for e in entries} == {
@@ -447,15 +447,24 @@ async def test_put_moves_the_idempotency_key_generation_only_when_a_key_is_burne
         )
         return await entry_for(pg_pool, event)
 
-    first = await put(dlq.TEMPLATE_NOT_APPROVED)  # the pipeline's attempt burned generation 0
+    async def failed_retry(reason: str) -> dlq.Entry:
+        """A retry: claim, the pipeline's new decision, then the retry's bookkeeping."""
+        claimed = await dlq.claim(pg_pool, first.id)
+        assert claimed is not None
+        await put(reason)
+        after = dlq.after_retry(claimed, reason=reason, status="pending")
+        settled = await dlq.settle_retry(pg_pool, claimed, after)
+        assert settled is not None
+        return settled
+
+    first = await put(outcomes.TEMPLATE_NOT_APPROVED)  # the pipeline's attempt burned generation 0
     assert (first.key_generation, first.retry_count, first.template_id) == (1, 0, "t")
     # A redelivery through the pipeline uses generation 0 again: generation 1 is untouched.
-    assert (await put(dlq.TEMPLATE_NOT_APPROVED)).key_generation == 1
-    assert await dlq.claim(pg_pool, first.id) is not None  # a retry, with generation 1…
-    second = await put(dlq.TEMPLATE_NOT_APPROVED)  # …refused: burned too
+    assert (await put(outcomes.TEMPLATE_NOT_APPROVED)).key_generation == 1
+    second = await failed_retry(outcomes.TEMPLATE_NOT_APPROVED)  # generation 1 refused: burned
     assert (second.key_generation, second.retry_count, second.status) == (2, 1, "pending")
-    assert await dlq.claim(pg_pool, first.id) is not None
-    third = await put(dlq.SITETI_UNAVAILABLE)  # no answer: the key may have been used
+    assert second.next_attempt_at is not None and second.next_attempt_at > second.updated_at
+    third = await failed_retry(outcomes.SITETI_UNAVAILABLE)  # no answer: the key may be used
     assert (third.key_generation, third.retry_count) == (2, 2)
 
     dispatcher = make_dispatcher()
@@ -477,7 +486,7 @@ async def test_missing_contact_is_sent_once_the_directory_has_a_number(
     account = new_account()
     await add_customer(pg_pool, redis, tmp_path, account, phone="")
     event = payment(provider, account)
-    assert await dispatcher.handle(event) == "dead_lettered:missing_contact"
+    assert (await dispatcher.handle(event)).label == "dead_lettered:missing_contact"
     entry = await entry_for(pg_pool, event)
     assert entry.status == "manual_review"
     retrier = Retrier(dispatcher, providers=[provider])
@@ -522,7 +531,7 @@ async def test_concurrent_retriers_send_exactly_once(
     assert len(won) == 1 and won[0].status == "processing" and won[0].claimed_from == "pending"
     # A claimed entry is nobody else's: not due, not claimable, not retryable by id.
     assert await dlq.claim(pg_pool, other.id) is None
-    assert (await retry_id(make_dispatcher("c"), other.id, by="test")).outcome == "busy"
+    assert (await retry_id(make_dispatcher("c"), other.id, by="test")).outcome.label == "busy"
     with pytest.raises(ValueError, match="claim it"):
         await retry_entry(make_dispatcher("c"), other, by="test")
     released = await dlq.release(pg_pool, won[0])
@@ -576,7 +585,7 @@ async def test_operator_resolve_and_close(
         ("failed", "customer left"),
         ("completed", "phoned"),
     ]
-    assert (await retry_id(dispatcher, entry.id, by="t")).outcome == "not_retryable:completed"
+    assert (await retry_id(dispatcher, entry.id, by="t")).outcome.label == "not_retryable:completed"
     assert await siteti.messages(event.reference) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,8 @@ import pytest
 
 from dispatcher import dlq
 from dispatcher.admin import DISABLED, AdminAPI
-from dispatcher.recovery import RetryResult
+from dispatcher.outcomes import Status
+from dispatcher.recovery import RetryOutcome, RetryResult
 from dispatcher.retry import RetryPolicy
 
 
@@ -134,7 +136,9 @@ def test_json_safe_turns_datetimes_into_text() -> None:
     ],
 )
 def test_retry_results_read_well(outcome: str, ok: bool, words: str) -> None:
-    result = RetryResult(7, outcome, _entry())
+    kind, _, detail = outcome.partition(":")
+    result = RetryResult(7, RetryOutcome(kind, detail), _entry())  # type: ignore[arg-type]
+    assert result.outcome.label == outcome
     assert result.ok is ok
     assert words in result.describe()
 
@@ -172,3 +176,42 @@ async def test_admin_api_rejects_bad_filters_before_touching_the_store() -> None
     assert (await api.get_entry("0")).status == 404
     assert (await api.resolve("12", {})).status == 400  # a note is required
     assert (await api.close("12", {"note": "  "})).status == 400
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "max_retries", "expected"),
+    [
+        # A pending entry retried for the first time waits base (60 s) before the next.
+        ("siteti_unavailable", "pending", 10, (1, 0, "pending", 60.0)),
+        # The last allowed retry failed: failed for good, nothing scheduled.
+        ("siteti_unavailable", "pending", 1, (1, 0, "failed", None)),
+        # A refusal burns the key generation the retry used.
+        ("template_not_approved", "pending", 10, (1, 1, "pending", 60.0)),
+        # Back in manual review: counted, not scheduled, never "failed" by the count.
+        ("missing_contact", "manual_review", 1, (1, 0, "manual_review", None)),
+        ("unprocessable", "manual_review", None, (1, 0, "manual_review", None)),
+    ],
+)
+def test_a_failed_retry_is_counted_and_scheduled_in_python(
+    reason: str, status: Status, max_retries: int | None, expected: tuple[object, ...]
+) -> None:
+    after = dlq.after_retry(
+        _entry(retry_count=0, key_generation=0),
+        reason=reason,
+        status=status,
+        policy=dlq.DLQ_RETRY_POLICY,
+        max_retries=max_retries,
+    )
+    wait = after.wait.total_seconds() if after.wait is not None else None
+    assert (after.retry_count, after.key_generation, after.status, wait) == expected
+
+
+def test_the_backoff_grows_with_each_retry_of_an_entry() -> None:
+    waits = []
+    entry = _entry(retry_count=0)
+    for _ in range(4):
+        after = dlq.after_retry(entry, reason="siteti_unavailable", status="pending")
+        assert after.wait is not None
+        waits.append(after.wait.total_seconds())
+        entry = replace(entry, retry_count=after.retry_count)
+    assert waits == [60, 120, 240, 480]

@@ -161,15 +161,15 @@ class AdminAPI:
         result = await retry_id(await self._dispatcher(), entry_id, by="api")
         body = {
             "id": entry_id,
-            "outcome": result.outcome,
+            "outcome": result.outcome.label,
             "ok": result.ok,
             "message": result.describe(),
             "entry": result.entry.summary() if result.entry else None,
         }
-        if result.outcome == "unknown":
+        if result.outcome.kind == "unknown":
             return Reply(404, {**body, "error": "no such entry"})
-        if result.outcome == "busy" or (
-            result.outcome.startswith("not_retryable") and not result.ok
+        if result.outcome.kind == "busy" or (
+            result.outcome.kind == "not_retryable" and not result.ok
         ):
             return Reply(409, {**body, "error": result.describe()})
         return Reply(200, body)
@@ -238,7 +238,7 @@ class AdminAPI:
                 "sent": sum(1 for r in results if r.ok),
                 "failed": sum(1 for r in results if not r.ok),
                 "results": [
-                    {"id": r.id, "outcome": r.outcome, "ok": r.ok, "message": r.describe()}
+                    {"id": r.id, "outcome": r.outcome.label, "ok": r.ok, "message": r.describe()}
                     for r in results
                 ],
             },

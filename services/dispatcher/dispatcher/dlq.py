@@ -1,9 +1,11 @@
 """The dead-letter store: a PostgreSQL table (the operators' work list) plus the dead-letter
 topic, written through the outbox in the same transaction as the row and its audit entry.
 
-Life of an entry: `put` (pending or manual_review) → `claim`/`claim_due` (processing: one
-worker at a time, across instances) → the retry's outcome (completed, or `put` again by the
-pipeline, which counts the retry) or an operator's `resolve`/`close` (completed/failed).
+Life of an entry: `put` (pending or manual_review: what the pipeline decided) →
+`claim`/`claim_due` (processing: one worker at a time, across instances) → the retry's
+outcome: completed (`mark`), or failed again — the pipeline `put`s its new decision and
+`settle_retry` counts the retry, burns the key generation if needed and schedules the next
+attempt, all computed in Python by `after_retry` — or an operator's `resolve`/`close`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -22,10 +24,16 @@ from bridge.audit import history, record
 from bridge.events import DEAD_LETTER_TOPIC, CanonicalEvent
 from bridge.metrics import DEAD_LETTERS
 
+from .outcomes import (
+    MISSING_CONTACT,
+    SITETI_UNAVAILABLE,
+    STATUSES,
+    TEMPLATE_NOT_APPROVED,
+    UNPROCESSABLE,
+    Status,
+)
 from .retry import RetryPolicy
 
-Status = Literal["pending", "processing", "completed", "failed", "manual_review"]
-STATUSES: tuple[str, ...] = get_args(Status)
 # What a retry (by the retrier, the CLI or the API) may take an entry from.
 RETRYABLE: tuple[Status, ...] = ("pending", "manual_review", "failed")
 # What an operator may settle: resolve (→ completed) or close (→ failed).
@@ -36,14 +44,6 @@ CLOSABLE: tuple[Status, ...] = ("pending", "manual_review")
 # retrier gives up (→ failed) after `max_retries`. Pass another policy to change it.
 DLQ_RETRY_POLICY = RetryPolicy(base_seconds=60.0, factor=2.0, max_seconds=3600.0, max_retries=10)
 
-# Why an event is dead-lettered, and what happens next.
-MISSING_CONTACT = "missing_contact"  # manual_review: fix the directory, then retry
-NO_RULE = "no_template_rule"  # manual_review: add a rule
-SITETI_UNAVAILABLE = "siteti_unavailable"  # pending: the retrier tries again
-TEMPLATE_NOT_APPROVED = "template_not_approved"  # pending: retried once Siteti approves it
-# manual_review: not a canonical event, or one that failed the same way every attempt (a
-# bug); a person reads the error and the payload, then closes it or retries after a fix.
-UNPROCESSABLE = "unprocessable"
 # Siteti answers that only the trigger call gives and that say nothing was sent: Siteti keeps
 # that answer under the call's Idempotency-Key, so the next try must use a new key
 # (`key_generation` + 1). Other answers (5xx, timeouts, a 409 for a reused key) say nothing
@@ -64,10 +64,9 @@ async def put(
     """Store (or update) the event's dead-letter entry; returns its id.
 
     `template_id` is the Siteti template the message needs (when one was chosen); the
-    retrier asks Siteti about it for `template_not_approved` entries. When the entry is being
-    retried (status `processing`), this is the retry's outcome: its retry_count goes up in the
-    same statement, so no other worker can see it pending before it is counted. A reason in
-    `REKEY_REASONS` moves the entry to the next Idempotency-Key generation.
+    retrier asks Siteti about it for `template_not_approved` entries. A first refusal in
+    `REKEY_REASONS` burns generation 0 of the Idempotency-Key (a later refusal under a retry
+    burns the retry's generation: `settle_retry`).
     """
     return await _store(
         pool,
@@ -207,14 +206,8 @@ async def _store(
             ON CONFLICT (dedupe_key) DO UPDATE SET
               status = EXCLUDED.status, reason = EXCLUDED.reason, last_error = EXCLUDED.last_error,
               next_attempt_at = EXCLUDED.next_attempt_at, template_id = EXCLUDED.template_id,
-              retry_count = dead_letters.retry_count
-                            + CASE WHEN dead_letters.status = 'processing' THEN 1 ELSE 0 END,
-              -- A rejection burns the key its attempt used: a retry's (processing) uses the
-              -- entry's generation; the pipeline's own attempts always use generation 0.
-              key_generation = dead_letters.key_generation
-                + CASE WHEN EXCLUDED.key_generation > 0
-                        AND (dead_letters.status = 'processing' OR dead_letters.key_generation = 0)
-                       THEN 1 ELSE 0 END,
+              -- The pipeline's own attempts use generation 0: a refusal burns that one only.
+              key_generation = GREATEST(dead_letters.key_generation, EXCLUDED.key_generation),
               updated_at = now()
             RETURNING id
             """,
@@ -490,27 +483,51 @@ def backoff_seconds(retry_count: int, policy: RetryPolicy = DLQ_RETRY_POLICY) ->
     )
 
 
-# `updated_at` + the backoff for `retry_count`, in SQL ($1 base, $2 factor, $3 cap).
-_BACKOFF_SQL = (
-    "make_interval(secs => CASE WHEN retry_count <= 0 THEN 0"
-    " ELSE LEAST($3::float8, $1::float8 * power($2::float8, LEAST(retry_count - 1, 60))) END)"
-)
-_DUE_SQL = (
-    "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
-    f" AND updated_at + {_BACKOFF_SQL} <= now()"
-)
+# Every wait (the pipeline's, the backoff after a retry) is in `next_attempt_at`.
+_DUE_SQL = "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+
+
+@dataclass(frozen=True)
+class AfterRetry:
+    """An entry's bookkeeping once a retry failed again (see `after_retry`)."""
+
+    retry_count: int
+    key_generation: int  # of the next trigger call
+    status: Status
+    wait: timedelta | None  # until the next attempt; None: not scheduled
+
+
+def after_retry(
+    entry: Entry,
+    *,
+    reason: str,
+    status: Status,
+    policy: RetryPolicy = DLQ_RETRY_POLICY,
+    max_retries: int | None = None,
+) -> AfterRetry:
+    """A claimed `entry` was retried and dead-lettered again with `reason` and `status`: the
+    retry counts; a refusal in `REKEY_REASONS` burns the key generation the retry used; a
+    pending entry waits the backoff, or has failed for good once `max_retries` are used."""
+    retries = entry.retry_count + 1
+    generation = entry.key_generation + (1 if reason in REKEY_REASONS else 0)
+    if status != "pending":
+        return AfterRetry(retries, generation, status, None)
+    if max_retries is not None and retries >= max_retries:
+        return AfterRetry(retries, generation, "failed", None)
+    return AfterRetry(
+        retries, generation, status, timedelta(seconds=backoff_seconds(retries, policy))
+    )
 
 
 async def claim_due(
     pool: asyncpg.Pool,
     limit: int,
     *,
-    policy: RetryPolicy = DLQ_RETRY_POLICY,
     providers: Sequence[str] | None = None,
     template_id: str | None = None,
 ) -> list[Entry]:
-    """Claim up to `limit` pending entries whose time has come (`next_attempt_at` passed and
-    the backoff since the last retry over), skipping rows another worker holds.
+    """Claim up to `limit` pending entries whose time has come (`next_attempt_at` passed),
+    skipping rows another worker holds.
 
     Without `template_id`, entries waiting for a known template's approval are left out (the
     retrier asks Siteti about the template first); with it, only those for that template.
@@ -520,11 +537,11 @@ async def claim_due(
         WITH due AS (
           SELECT id, status FROM dead_letters
           WHERE {_DUE_SQL}
-            AND CASE WHEN $5::text IS NULL THEN NOT (reason = $6 AND template_id IS NOT NULL)
-                     ELSE reason = $6 AND template_id = $5 END
-            AND ($7::text[] IS NULL OR provider = ANY($7::text[]))
+            AND CASE WHEN $2::text IS NULL THEN NOT (reason = $3 AND template_id IS NOT NULL)
+                     ELSE reason = $3 AND template_id = $2 END
+            AND ($4::text[] IS NULL OR provider = ANY($4::text[]))
           ORDER BY next_attempt_at NULLS FIRST, id
-          LIMIT $4
+          LIMIT $1
           FOR UPDATE SKIP LOCKED
         )
         UPDATE dead_letters d SET status = 'processing', updated_at = now()
@@ -532,9 +549,6 @@ async def claim_due(
         RETURNING {", ".join(f"d.{c.strip()}" for c in _ENTRY_COLUMNS.split(","))},
                   due.status AS claimed_from
         """,  # noqa: S608 - fixed clauses
-        policy.base_seconds,
-        policy.factor,
-        policy.max_seconds,
         limit,
         template_id,
         TEMPLATE_NOT_APPROVED,
@@ -546,20 +560,16 @@ async def claim_due(
 async def templates_awaited(
     pool: asyncpg.Pool,
     *,
-    policy: RetryPolicy = DLQ_RETRY_POLICY,
     providers: Sequence[str] | None = None,
 ) -> list[str]:
     """Templates that due `template_not_approved` entries wait for (one Siteti call each)."""
     rows = await pool.fetch(
         f"""
         SELECT DISTINCT template_id FROM dead_letters
-        WHERE {_DUE_SQL} AND reason = $4 AND template_id IS NOT NULL
-          AND ($5::text[] IS NULL OR provider = ANY($5::text[]))
+        WHERE {_DUE_SQL} AND reason = $1 AND template_id IS NOT NULL
+          AND ($2::text[] IS NULL OR provider = ANY($2::text[]))
         ORDER BY template_id
         """,  # noqa: S608 - fixed clauses
-        policy.base_seconds,
-        policy.factor,
-        policy.max_seconds,
         TEMPLATE_NOT_APPROVED,
         list(providers) if providers else None,
     )
@@ -627,31 +637,21 @@ async def release(pool: asyncpg.Pool, entry: Entry) -> Entry | None:
     return Entry.from_row(row) if row is not None else None
 
 
-async def schedule_after_retry(
-    pool: asyncpg.Pool,
-    id: int,
-    *,
-    policy: RetryPolicy = DLQ_RETRY_POLICY,
-    max_retries: int | None = None,
-) -> Entry | None:
-    """After a retry that dead-lettered again (`put` has counted it): a pending entry's next
-    attempt follows the backoff, or it is failed once `max_retries` retries are used up."""
+async def settle_retry(pool: asyncpg.Pool, entry: Entry, after: AfterRetry) -> Entry | None:
+    """Write a failed retry's bookkeeping (`after_retry`) onto the entry the pipeline has
+    just stored again; the wait runs on the database's clock, as every other time here."""
     row = await pool.fetchrow(
         f"""
-        UPDATE dead_letters SET
-          status = CASE WHEN status = 'pending' AND $5::int IS NOT NULL AND retry_count >= $5
-                        THEN 'failed' ELSE status END,
-          next_attempt_at = CASE
-            WHEN status <> 'pending' OR ($5::int IS NOT NULL AND retry_count >= $5) THEN NULL
-            ELSE updated_at + {_BACKOFF_SQL}
-          END
-        WHERE id = $4 RETURNING {_ENTRY_COLUMNS}
-        """,  # noqa: S608 - fixed clauses
-        policy.base_seconds,
-        policy.factor,
-        policy.max_seconds,
-        id,
-        max_retries,
+        UPDATE dead_letters SET retry_count = $2, key_generation = $3, status = $4,
+          next_attempt_at = CASE WHEN $5::interval IS NULL THEN NULL ELSE now() + $5 END,
+          updated_at = now()
+        WHERE id = $1 RETURNING {_ENTRY_COLUMNS}
+        """,  # noqa: S608 - fixed columns
+        entry.id,
+        after.retry_count,
+        after.key_generation,
+        after.status,
+        after.wait,
     )
     return Entry.from_row(row) if row is not None else None
 

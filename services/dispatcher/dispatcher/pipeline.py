@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import asyncpg
@@ -23,6 +23,18 @@ from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED
 from . import dlq
 from .dedupe import Dedupe
 from .directory import CustomerRecord, Directory
+from .outcomes import (
+    UNPROCESSABLE,
+    DeadLettered,
+    Duplicate,
+    Failure,
+    MissingContact,
+    NoRule,
+    Outcome,
+    Sent,
+    Unprocessable,
+    dead_letter_for,
+)
 from .retry import RetryPolicy
 from .rules import Choice, MissingVariable, NoRuleMatched, RuleSet, choose
 from .siteti import SitetiClient, SitetiError
@@ -54,8 +66,8 @@ class Dispatcher:
     # answer for the old key would be replayed for 24 h); 0 is the event's own key.
     key_generation: int = 0
 
-    async def handle(self, event: CanonicalEvent) -> str:
-        """Process one event from the events topic; returns the outcome's name."""
+    async def handle(self, event: CanonicalEvent) -> Outcome:
+        """Process one event from the events topic."""
         while True:
             state = await self.dedupe.reserve(event.dedupe_key, self.instance_id)
             if state != "busy":
@@ -65,7 +77,7 @@ class Dispatcher:
         if state in ("done", "parked"):
             EVENTS_PROCESSED.labels(event.type, "duplicate").inc()
             log.info("duplicate_skipped", reference=event.reference, type=event.type, state=state)
-            return "duplicate"
+            return Duplicate(state)
         await record_now(
             self.pool,
             reference=event.reference,
@@ -76,26 +88,20 @@ class Dispatcher:
         )
         return await self.deliver(event)
 
-    async def deliver(self, event: CanonicalEvent) -> str:
+    async def deliver(self, event: CanonicalEvent) -> Sent | DeadLettered:
         """Send the event's message; the caller holds its dedupe lease, which is kept alive
         here for as long as it takes (governor queue, retries)."""
         async with self.dedupe.held(event.dedupe_key, self.instance_id):
             return await self._deliver(event)
 
-    async def _deliver(self, event: CanonicalEvent) -> str:
+    async def _deliver(self, event: CanonicalEvent) -> Sent | DeadLettered:
         customer = await self._find_customer(event)
         if customer is None or customer.phone is None:
-            return await self._dead_letter(
-                event,
-                dlq.MISSING_CONTACT,
-                "manual_review",
-                "no WhatsApp number in the customer directory"
-                + ("" if customer else " (customer not found)"),
-            )
+            return await self._failed(event, MissingContact(customer_found=customer is not None))
         try:
             choice = choose(self.rules, event, customer)
         except (NoRuleMatched, MissingVariable) as exc:
-            return await self._dead_letter(event, dlq.NO_RULE, "manual_review", str(exc))
+            return await self._failed(event, NoRule(str(exc)))
 
         try:
             contact_id = customer.contact_id or await self._upsert_contact(event, customer)
@@ -112,7 +118,7 @@ class Dispatcher:
                 ),
             )
         except SitetiError as exc:
-            return await self._siteti_failed(event, choice, exc)
+            return await self._failed(event, exc, template_id=choice.template_id)
 
         # Audited before the dedupe key says "done": if PostgreSQL fails in between, the
         # retry sends again under the same Idempotency-Key (a replay) and records it then.
@@ -128,7 +134,8 @@ class Dispatcher:
             message_id=answer.body.get("message_id"),
             replayed=answer.replayed,
         )
-        return "sent"
+        message_id = answer.body.get("message_id")
+        return Sent(message_id if isinstance(message_id, str) else None, answer.replayed)
 
     async def _find_customer(self, event: CanonicalEvent) -> CustomerRecord | None:
         # The directory may be a moment behind the payment: look again for a few seconds.
@@ -175,61 +182,41 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 retry += 1
 
-    async def _siteti_failed(self, event: CanonicalEvent, choice: Choice, exc: SitetiError) -> str:
-        if exc.transient:
-            return await self._dead_letter(
-                event,
-                dlq.SITETI_UNAVAILABLE,
-                "pending",
-                f"gave up after {self.policy.max_retries} retries: {exc}",
-                retry_in=timedelta(seconds=self.policy.max_seconds),
-                template=choice.template_id,
-            )
-        if exc.code == "template_not_approved":
-            return await self._dead_letter(
-                event,
-                dlq.TEMPLATE_NOT_APPROVED,
-                "pending",
-                f"{choice.template_id} is {exc.detail.get('template_status', 'not approved')}",
-                template=choice.template_id,
-            )
+    async def _failed(
+        self, event: CanonicalEvent, failure: Failure, *, template_id: str | None = None
+    ) -> DeadLettered:
         return await self._dead_letter(
-            event, exc.code, "manual_review", str(exc), template=choice.template_id
+            event, dead_letter_for(failure, policy=self.policy, template_id=template_id)
         )
 
-    async def _dead_letter(
-        self,
-        event: CanonicalEvent,
-        reason: str,
-        status: dlq.Status,
-        error: str,
-        *,
-        retry_in: timedelta | None = None,
-        template: str | None = None,
-    ) -> str:
-        entry_id = await dlq.put(
-            self.pool,
-            event,
-            reason=reason,
-            status=status,
-            error=error,
-            retry_in=retry_in,
-            template_id=template,
-        )
+    async def _dead_letter(self, event: CanonicalEvent, dead: DeadLettered) -> DeadLettered:
+        """Store the entry, then park the event: copies read later are duplicates."""
+        if dead.reason == UNPROCESSABLE:
+            entry_id = await dlq.put_unprocessable(self.pool, dead.error, event=event)
+        else:
+            entry_id = await dlq.put(
+                self.pool,
+                event,
+                reason=dead.reason,
+                status=dead.status,
+                error=dead.error,
+                retry_in=dead.retry_in,
+                template_id=dead.template_id,
+            )
         await self.dedupe.park(event.dedupe_key, self.instance_id)
         EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()
         log.warning(
-            "dead_lettered", reference=event.reference, reason=reason, status=status, id=entry_id
+            "dead_lettered",
+            reference=event.reference,
+            reason=dead.reason,
+            status=dead.status,
+            id=entry_id,
         )
-        return f"dead_lettered:{reason}"
+        return dead
 
-    async def give_up(self, event: CanonicalEvent, error: str) -> None:
-        """Dead-letter an event that failed the same way every attempt (`unprocessable`);
-        copies read later are skipped as duplicates, as for any dead letter."""
-        entry_id = await dlq.put_unprocessable(self.pool, error, event=event)
-        await self.dedupe.park(event.dedupe_key, self.instance_id)
-        EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()
-        log.error("dead_lettered", reference=event.reference, reason=dlq.UNPROCESSABLE, id=entry_id)
+    async def give_up(self, event: CanonicalEvent, error: str) -> DeadLettered:
+        """Dead-letter an event that failed the same way every attempt (`unprocessable`)."""
+        return await self._failed(event, Unprocessable(error))
 
     async def give_up_record(self, record: dlq.RecordPosition, error: str) -> None:
         """Dead-letter a record that is not a canonical event (an older or foreign producer's)."""
@@ -237,7 +224,7 @@ class Dispatcher:
         EVENTS_PROCESSED.labels("invalid", "dead_lettered").inc()
         log.error(
             "dead_lettered",
-            reason=dlq.UNPROCESSABLE,
+            reason=UNPROCESSABLE,
             id=entry_id,
             topic=record.topic,
             partition=record.partition,

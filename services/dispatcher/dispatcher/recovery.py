@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Literal
 
 import asyncpg
 from pydantic import ValidationError
@@ -26,21 +27,42 @@ from bridge.events import CanonicalEvent
 from bridge.logs import get_logger
 
 from . import dlq
+from .failures import is_dependency_outage
+from .outcomes import MISSING_CONTACT, Sent
 from .pipeline import Dispatcher
 from .retry import RetryPolicy
 from .siteti import SitetiError
 
 log = get_logger("dispatcher.recovery")
 
-# Outcomes of a retry. Besides these: "dead_lettered:<reason>" (failed again, rescheduled or
-# back in manual review) and "gave_up:<reason>" (failed again, retries used up → failed).
-SENT = "sent"
-ALREADY_SENT = "already_sent"  # the dedupe store says it went out: marked completed
-BUSY = "busy"  # another worker holds the event (or the entry): nothing done
-UNKNOWN = "unknown"  # no such entry
-NOT_RETRYABLE = "not_retryable"  # "not_retryable:<status>" (processing, completed…)
-NOT_AN_EVENT = f"{NOT_RETRYABLE}:not_a_canonical_event"  # an unprocessable raw record
-OK_OUTCOMES = frozenset({SENT, ALREADY_SENT})
+RetryKind = Literal[
+    "sent",
+    "already_sent",  # the dedupe store says it went out: marked completed
+    "busy",  # another worker holds the event (or the entry): nothing done
+    "unknown",  # no such entry
+    "not_retryable",  # detail: the entry's status (processing, completed…), or why not
+    "dead_lettered",  # failed again, rescheduled or back in manual review; detail: reason
+    "gave_up",  # failed again, retries used up → failed; detail: reason
+]
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """What one retry did. `label` is its name in reports and the admin API's JSON."""
+
+    kind: RetryKind
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.detail}" if self.detail else self.kind
+
+
+SENT = RetryOutcome("sent")
+ALREADY_SENT = RetryOutcome("already_sent")
+BUSY = RetryOutcome("busy")
+UNKNOWN = RetryOutcome("unknown")
+NOT_AN_EVENT = RetryOutcome("not_retryable", "not_a_canonical_event")  # a raw record
 
 
 def for_entry(dispatcher: Dispatcher, entry: dlq.Entry) -> Dispatcher:
@@ -66,12 +88,12 @@ async def retry_entry(
     by: str = "retrier",
     policy: RetryPolicy = dlq.DLQ_RETRY_POLICY,
     max_retries: int | None = None,
-) -> str:
+) -> RetryOutcome:
     """Retry a claimed entry (status `processing`, from `dlq.claim`/`dlq.claim_due`).
 
-    Returns `sent`, `already_sent`, `busy`, `dead_lettered:<reason>` (the pipeline stored the
-    entry again: pending with the next attempt after the backoff, or manual review) or
-    `gave_up:<reason>` (`max_retries` used up → failed). Audited as stage `retried`.
+    Returns sent, already_sent, busy, dead_lettered (the pipeline stored the entry again:
+    pending with the next attempt after the backoff, or manual review) or gave_up
+    (`max_retries` used up → failed). Audited as stage `retried`.
     """
     if entry.status != "processing":
         raise ValueError(f"entry {entry.id} is {entry.status}: claim it before retrying")
@@ -83,7 +105,7 @@ async def retry_entry(
         # An unprocessable record kept raw (not a canonical event): nothing to send again;
         # a person closes it, or republishes a corrected event.
         await dlq.release(pool, entry)
-        log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=NOT_AN_EVENT)
+        log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=NOT_AN_EVENT.label)
         return NOT_AN_EVENT
 
     if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner):
@@ -91,16 +113,16 @@ async def retry_entry(
         if state == "done":
             # Sent by an earlier attempt whose outcome was never written here.
             done = await dlq.mark(pool, entry.id, "completed")
-            await dlq.record_retry(pool, done or entry, ALREADY_SENT, by)
-            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=ALREADY_SENT)
+            await dlq.record_retry(pool, done or entry, ALREADY_SENT.label, by)
+            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome="already_sent")
             return ALREADY_SENT
         if state != "reserved":
             await dlq.release(pool, entry)
-            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=BUSY)
+            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome="busy")
             return BUSY
 
     try:
-        outcome = await for_entry(dispatcher, entry).deliver(event)
+        delivered = await for_entry(dispatcher, entry).deliver(event)
     except BaseException:
         # Infrastructure failure or cancellation: hand the entry and the event back untouched.
         # (An entry left `processing` by a crash is recovered by `Retrier` after a while.)
@@ -111,21 +133,27 @@ async def retry_entry(
             log.warning("dlq_release_failed", id=entry.id, error=repr(exc))
         raise
 
-    if outcome == SENT:
+    if isinstance(delivered, Sent):
+        outcome = SENT
         updated = await dlq.mark(pool, entry.id, "completed", retried=True)
     else:
-        # `deliver` stored the entry again, counting this retry (see `dlq.put`).
-        updated = await dlq.schedule_after_retry(
-            pool, entry.id, policy=policy, max_retries=max_retries
+        # `deliver` stored its new decision; the retry's bookkeeping goes on top of it.
+        after = dlq.after_retry(
+            entry,
+            reason=delivered.reason,
+            status=delivered.status,
+            policy=policy,
+            max_retries=max_retries,
         )
-        if updated is not None and updated.status == "failed":
-            outcome = f"gave_up:{updated.reason}"
-    await dlq.record_retry(pool, updated or entry, outcome, by)
+        updated = await dlq.settle_retry(pool, entry, after)
+        kind: RetryKind = "gave_up" if after.status == "failed" else "dead_lettered"
+        outcome = RetryOutcome(kind, delivered.reason)
+    await dlq.record_retry(pool, updated or entry, outcome.label, by)
     log.info(
         "dlq_retry",
         id=entry.id,
         reference=entry.reference,
-        outcome=outcome,
+        outcome=outcome.label,
         status=updated.status if updated else None,
         retry_count=updated.retry_count if updated else None,
     )
@@ -135,29 +163,34 @@ async def retry_entry(
 @dataclass(frozen=True)
 class RetryResult:
     id: int
-    outcome: str
+    outcome: RetryOutcome
     entry: dlq.Entry | None = None  # as it is after the retry
 
     @property
     def ok(self) -> bool:
         """Sent now or before, or nothing to do (already completed)."""
-        return self.outcome in OK_OUTCOMES or self.outcome == f"{NOT_RETRYABLE}:completed"
+        kind, detail = self.outcome.kind, self.outcome.detail
+        return kind in ("sent", "already_sent") or (
+            kind == "not_retryable" and detail == "completed"
+        )
 
     def describe(self) -> str:
         entry = self.entry
-        if self.outcome == SENT:
+        kind, detail = self.outcome.kind, self.outcome.detail
+        if kind == "sent":
             return "sent; entry completed"
-        if self.outcome == ALREADY_SENT:
+        if kind == "already_sent":
             return "had already been sent; entry completed"
-        if self.outcome == UNKNOWN:
+        if kind == "unknown":
             return "no such entry"
-        if self.outcome == BUSY:
+        if kind == "busy":
             return "busy: another worker holds this event; try again shortly"
-        if self.outcome.startswith(NOT_RETRYABLE):
-            status = self.outcome.partition(":")[2]
-            if status == "completed":
+        if kind == "not_retryable":
+            if detail == "completed":
                 return "already completed; nothing sent"
-            return f"not retried: the entry is {status}"
+            if self.outcome == NOT_AN_EVENT:
+                return "not retried: the entry holds a raw record, not an event; close it"
+            return f"not retried: the entry is {detail}"
         where = ""
         if entry is not None:
             where = f"; now {entry.status}"
@@ -165,9 +198,9 @@ class RetryResult:
                 where += f", next attempt {entry.next_attempt_at.isoformat(timespec='seconds')}"
             if entry.last_error:
                 where += f" ({entry.last_error})"
-        if self.outcome.startswith("gave_up:"):
-            return f"failed again, retries used up ({self.outcome[8:]}){where}"
-        return f"failed again ({self.outcome.partition(':')[2]}){where}"
+        if kind == "gave_up":
+            return f"failed again, retries used up ({detail}){where}"
+        return f"failed again ({detail}){where}"
 
 
 async def retry_id(
@@ -185,7 +218,11 @@ async def retry_id(
         current = await dlq.get_entry(dispatcher.pool, entry_id)
         if current is None:
             return RetryResult(entry_id, UNKNOWN)
-        outcome = BUSY if current.status == "processing" else f"{NOT_RETRYABLE}:{current.status}"
+        outcome = (
+            BUSY
+            if current.status == "processing"
+            else RetryOutcome("not_retryable", current.status)
+        )
         return RetryResult(entry_id, outcome, current)
     outcome = await retry_entry(dispatcher, entry, by=by, policy=policy, max_retries=max_retries)
     return RetryResult(entry_id, outcome, await dlq.get_entry(dispatcher.pool, entry_id))
@@ -308,17 +345,23 @@ class Retrier:
                         policy=self.policy,
                         max_retries=self.max_retries,
                     )
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.error("dlq_retry_error", id=entry.id, error=repr(exc))
-                    outcome = "error"
-            report.add(entry.id, outcome)
+                except Exception as exc:
+                    # One entry's failure never ends the round for the others; an entry
+                    # left `processing` is recovered as stale later.
+                    log.error(
+                        "dlq_retry_error",
+                        id=entry.id,
+                        error=repr(exc),
+                        outage=is_dependency_outage(exc),
+                    )
+                    report.add(entry.id, "error")
+                    return
+            report.add(entry.id, outcome.label)
 
         await asyncio.gather(*(one(e) for e in entries))
 
     async def _templates(self, report: RoundReport) -> None:
-        awaited = await dlq.templates_awaited(
-            self.pool, policy=self.policy, providers=self.providers
-        )
+        awaited = await dlq.templates_awaited(self.pool, providers=self.providers)
         for template_id in awaited:
             try:
                 status = await self.dispatcher.siteti.template_status(template_id)
@@ -332,7 +375,6 @@ class Retrier:
             entries = await dlq.claim_due(
                 self.pool,
                 self.batch_size,
-                policy=self.policy,
                 providers=self.providers,
                 template_id=template_id,
             )
@@ -340,9 +382,7 @@ class Retrier:
             await self._retry_all(entries, report)
 
     async def _due(self, report: RoundReport) -> None:
-        entries = await dlq.claim_due(
-            self.pool, self.batch_size, policy=self.policy, providers=self.providers
-        )
+        entries = await dlq.claim_due(self.pool, self.batch_size, providers=self.providers)
         await self._retry_all(entries, report)
 
     async def _contacts(self, report: RoundReport) -> None:
@@ -361,7 +401,7 @@ class Retrier:
             if customer is None or not customer.phone:
                 continue
             claimed = await dlq.claim(self.pool, candidate.id, ("manual_review",))
-            if claimed is not None and claimed.reason == dlq.MISSING_CONTACT:
+            if claimed is not None and claimed.reason == MISSING_CONTACT:
                 ready.append(claimed)
             elif claimed is not None:
                 await dlq.release(self.pool, claimed)
