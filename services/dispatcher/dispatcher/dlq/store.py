@@ -1,0 +1,229 @@
+"""Writing a dead letter: what the pipeline decided about an event (`put`), or an event or
+record it could not process at all (`put_unprocessable`), with its outbox row (the
+dead-letter topic) and audit entry in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bridge.audit import record
+from bridge.events import DEAD_LETTER_TOPIC, CanonicalEvent
+from bridge.metrics import DEAD_LETTERS
+
+from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, Status
+
+# Siteti answers that only the trigger call gives and that say nothing was sent: Siteti keeps
+# that answer under the call's Idempotency-Key, so the next try must use a new key
+# (`key_generation` + 1). Other answers (5xx, timeouts, a 409 for a reused key) say nothing
+# certain about an earlier attempt under the same key, so they keep it.
+REKEY_REASONS = frozenset({TEMPLATE_NOT_APPROVED, "template_not_found"})
+
+
+async def put(
+    pool: asyncpg.Pool,
+    event: CanonicalEvent,
+    *,
+    reason: str,
+    status: Status,
+    error: str,
+    retry_in: timedelta | None = None,
+    template_id: str | None = None,
+) -> int:
+    """Store (or update) the event's dead-letter entry; returns its id.
+
+    `template_id` is the Siteti template the message needs (when one was chosen); the
+    retrier asks Siteti about it for `template_not_approved` entries. A first refusal in
+    `REKEY_REASONS` burns generation 0 of the Idempotency-Key (a later refusal under a retry
+    burns the retry's generation: `settle_retry`).
+    """
+    return await _store(
+        pool,
+        _Row(
+            dedupe_key=event.dedupe_key,
+            reference=event.reference,
+            provider=event.data.provider,
+            event_type=event.type,
+            payload=event.model_dump(mode="json"),
+            kafka_key=event.data.customer.key,
+        ),
+        reason=reason,
+        status=status,
+        error=error,
+        next_attempt=datetime.now(UTC) + retry_in if retry_in is not None else None,
+        template_id=template_id,
+    )
+
+
+async def put_unprocessable(
+    pool: asyncpg.Pool,
+    error: str,
+    *,
+    event: CanonicalEvent | None = None,
+    record: RecordPosition | None = None,
+) -> int:
+    """Store an event the pipeline cannot process (reason `unprocessable`, manual review).
+
+    Either the parsed `event` that kept failing (a bug; `bridge dlq retry` re-runs it once
+    fixed), or the raw `record` that is not a canonical event at all (an older or foreign
+    producer's): it is kept as text, with where it was read, for a person to look at.
+    Whatever the record holds is made storable first (PostgreSQL refuses NUL characters).
+    """
+    if event is not None:
+        row = _Row(
+            dedupe_key=event.dedupe_key,
+            reference=storable(event.reference),
+            provider=storable(event.data.provider),
+            event_type=storable(event.type),
+            payload=storable(event.model_dump(mode="json")),
+            kafka_key=storable(event.data.customer.key),
+        )
+    elif record is not None:
+        row = record.as_row()
+    else:
+        raise ValueError("put_unprocessable needs the event or the record")
+    return await _store(
+        pool, row, reason=UNPROCESSABLE, status="manual_review", error=storable(error)
+    )
+
+
+@dataclass(frozen=True)
+class RecordPosition:
+    """A Kafka record that could not be read as a canonical event, and where it was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def as_row(self) -> _Row:
+        where = f"{self.topic}/{self.partition}/{self.offset}"
+        text = self.value[:_RAW_LIMIT].decode("utf-8", errors="backslashreplace")
+        subject = _json_field(self.value, "subject")
+        return _Row(
+            # The record's content names it: the same bytes read again are the same entry.
+            dedupe_key=f"unprocessable:{hashlib.sha256(self.value).hexdigest()[:40]}",
+            reference=storable(subject or f"unknown:{where}")[:200],
+            provider=storable(subject.split(":", 1)[0] if ":" in subject else "unknown")[:64],
+            event_type=storable(_json_field(self.value, "type") or "unknown")[:128],
+            payload={
+                "raw": storable(text),
+                "truncated": len(self.value) > _RAW_LIMIT,
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+            },
+            kafka_key=storable((self.key or b"").decode("utf-8", errors="backslashreplace")),
+        )
+
+
+_RAW_LIMIT = 64 * 1024  # what is kept of a raw record: enough for a person to read
+
+
+def _json_field(value: bytes, name: str) -> str:
+    """A top-level string field of a JSON object, or "" (the record may not be JSON)."""
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return ""
+    field = document.get(name) if isinstance(document, dict) else None
+    return field if isinstance(field, str) else ""
+
+
+def storable(value: Any) -> Any:
+    """`value` with every NUL character shown as the text `\\u0000`: PostgreSQL text and
+    jsonb cannot hold NUL, and the dead letter must be stored whatever the record held."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class _Row:
+    """What a dead-letter row says about the event, whichever way it was read."""
+
+    dedupe_key: str
+    reference: str
+    provider: str
+    event_type: str
+    payload: dict[str, Any]
+    kafka_key: str
+
+
+async def _store(
+    pool: asyncpg.Pool,
+    row: _Row,
+    *,
+    reason: str,
+    status: Status,
+    error: str,
+    next_attempt: datetime | None = None,
+    template_id: str | None = None,
+) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        entry_id: int = await conn.fetchval(
+            """
+            INSERT INTO dead_letters
+              (dedupe_key, reference, provider, event_type, payload, status, reason, last_error,
+               next_attempt_at, template_id, key_generation)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            ON CONFLICT (dedupe_key) DO UPDATE SET
+              status = EXCLUDED.status, reason = EXCLUDED.reason, last_error = EXCLUDED.last_error,
+              next_attempt_at = EXCLUDED.next_attempt_at, template_id = EXCLUDED.template_id,
+              -- The pipeline's own attempts use generation 0: a refusal burns that one only.
+              key_generation = GREATEST(dead_letters.key_generation, EXCLUDED.key_generation),
+              updated_at = now()
+            RETURNING id
+            """,
+            row.dedupe_key,
+            row.reference,
+            row.provider,
+            row.event_type,
+            row.payload,
+            status,
+            reason,
+            error,
+            next_attempt,
+            template_id,
+            1 if reason in REKEY_REASONS else 0,
+        )
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)",
+            DEAD_LETTER_TOPIC.name,
+            row.kafka_key,
+            {
+                "id": entry_id,
+                "reason": reason,
+                "status": status,
+                "error": error,
+                "event": row.payload,
+            },
+        )
+        await record(
+            conn,
+            reference=row.reference,
+            stage="dead_lettered",
+            source="dispatcher",
+            detail={
+                "id": entry_id,
+                "reason": reason,
+                "status": status,
+                "error": error,
+                **({"template": template_id} if template_id else {}),
+            },
+        )
+    DEAD_LETTERS.labels(reason).inc()
+    return entry_id
+
+
+# --- Reading and working the store (retrier, `bridge dlq`, the admin API) -------------------
