@@ -1,30 +1,33 @@
 """The provider adapter interface: adding a provider is one module that implements it.
 
 An adapter is pure: `verify` checks authenticity on the raw bytes, `parse` turns the payload
-into canonical events. The HTTP edge (`ingest.app`) does the I/O around them.
+into canonical events. The HTTP edge (`ingest.app`) does the I/O around them. A provider
+whose signature is an HMAC of the raw body in one header declares it (`HmacAdapter` with an
+`HmacScheme`); only the others write `verify`. Reading the payload: `fields`.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 import orjson
-from pydantic import ValidationError
 
 from bridge.config import Settings
-from bridge.events import CanonicalEvent, amount_problem, describe
+from bridge.events import CanonicalEvent
+from bridge.signing import Algorithm, Encoding, verify_hmac
 
-
-class PayloadError(ValueError):
-    """The body is authentic but not something we can turn into an event (answered 422)."""
+# Re-exported: the edge (`ingest.app`), the sources and the tests import them from here.
+from .fields import PayloadError as PayloadError
+from .fields import minor_to_decimal as minor_to_decimal
+from .fields import payload_fields, require, text_field
+from .fields import phone_digits as phone_digits
+from .fields import to_datetime as to_datetime
+from .fields import to_decimal as to_decimal
 
 
 class ConfirmationUnavailable(httpx.HTTPError):
@@ -124,99 +127,6 @@ def open_envelope(
     return Envelope(payload, event, canonical, data)
 
 
-def require(mapping: Mapping[str, Any], *path: str) -> Any:
-    """`mapping[path[0]][path[1]]…`, or PayloadError naming the missing field."""
-    current: Any = mapping
-    for depth, part in enumerate(path):
-        if not isinstance(current, Mapping) or current.get(part) in (None, ""):
-            raise PayloadError(f"missing field {'.'.join(path[: depth + 1])}")
-        current = current[part]
-    return current
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value == "")
-
-
-def object_field(mapping: Mapping[str, Any], key: str, label: str) -> Mapping[str, Any]:
-    """The JSON object at `mapping[key]`, or PayloadError naming `label` (the field's full
-    name in the provider's payload, e.g. `data.customer`)."""
-    value = mapping.get(key)
-    if _missing(value):
-        raise PayloadError(f"missing field {label}")
-    if not isinstance(value, Mapping):
-        raise PayloadError(f"{label} must be an object")
-    return value
-
-
-def text_field(mapping: Mapping[str, Any], key: str, label: str) -> str | None:
-    """An optional string field: None when absent, null or empty; PayloadError naming `label`
-    when it is anything but a string (never `str()` of a list or an object)."""
-    value = mapping.get(key)
-    if _missing(value):
-        return None
-    if not isinstance(value, str):
-        raise PayloadError(f"{label} must be a string, not {_json_type(value)}")
-    return value
-
-
-def required_text(mapping: Mapping[str, Any], key: str, label: str) -> str:
-    """A required string field (PayloadError naming `label` when missing or not a string)."""
-    value = text_field(mapping, key, label)
-    if value is None:
-        raise PayloadError(f"missing field {label}")
-    return value
-
-
-def currency_field(mapping: Mapping[str, Any], label: str, *, default: str | None = "NGN") -> str:
-    """`mapping["currency"]` in capitals; `default` when absent (None: the field is required).
-    The canonical model checks it is an ISO 4217 code."""
-    value = text_field(mapping, "currency", label)
-    if value is None:
-        if default is None:
-            raise PayloadError(f"missing field {label}")
-        return default
-    return value.upper()
-
-
-def reference_field(mapping: Mapping[str, Any], key: str, label: str) -> str:
-    """A required reference or account number: a string, or an integer (Flutterwave's ids are
-    JSON numbers). Anything else is PayloadError: `{"a": 1}` is not a reference."""
-    value = mapping.get(key)
-    if _missing(value):
-        raise PayloadError(f"missing field {label}")
-    if isinstance(value, int) and not isinstance(value, bool):
-        if abs(value) >= 10**40:  # no reference is that long; str() of 10**5000 raises
-            raise PayloadError(f"{label} is too large a number to be a reference")
-        return str(value)
-    if not isinstance(value, str):
-        raise PayloadError(f"{label} must be a string or an integer, not {_json_type(value)}")
-    return value
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return type(value).__name__
-
-
-@contextmanager
-def payload_fields() -> Iterator[None]:
-    """Turn a value the canonical model refuses (wrong type, control characters, too long,
-    out of range: pydantic's ValidationError while building the event) into PayloadError,
-    answered 422 like any other unusable payload."""
-    try:
-        yield
-    except ValidationError as exc:
-        raise PayloadError(f"unusable field value ({describe(exc)})") from exc
-
-
 def json_object(request: WebhookRequest) -> Mapping[str, Any]:
     """The parsed body, which must be a JSON object."""
     payload = request.json()
@@ -225,115 +135,54 @@ def json_object(request: WebhookRequest) -> Mapping[str, Any]:
     return payload
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+@dataclass(frozen=True)
+class HmacScheme:
+    """A signature that is an HMAC of the raw body, carried in one header: declared, not
+    coded. Any listed secret is accepted; the comparison is constant-time."""
+
+    header: str  # as errors name it; looked up in lower case
+    algorithm: Algorithm = "sha256"
+    encoding: Encoding = "hex"
+    prefix: str = ""  # e.g. `sha256=`, stripped before comparing
+
+    def verify(
+        self, request: WebhookRequest, secrets: Sequence[str], message: bytes | None = None
+    ) -> None:
+        """Raise SignatureError unless the header signs `message` (default: the raw body)."""
+        verify_hmac(
+            request.body if message is None else message,
+            request.headers.get(self.header.lower()),
+            secrets,
+            algorithm=self.algorithm,
+            encoding=self.encoding,
+            prefix=self.prefix,
+            header=self.header,
+        )
 
 
-def _number(value: Any, field: str) -> Decimal:
-    """A JSON number or numeric string as a Decimal, exactly (no float detour beyond the one
-    the JSON parser made: `str(5000.1)` is `"5000.1"`)."""
-    # Only these: str() of a list or of a 1,000-level nesting is not a number (or a crash).
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise PayloadError(f"{field} is not a number ({_json_type(value)})")
-    try:
-        return Decimal(str(value).strip())
-    except (InvalidOperation, ValueError) as exc:
-        raise PayloadError(f"{field} is not a number: {_shown(value)}") from exc
+class JsonAdapter(ABC):
+    """What every adapter shares: `parse` takes a JSON object, and a value the canonical
+    model refuses while the events are built is a PayloadError (422), never a 500.
+    Subclasses declare `name` and `secrets_setting`, write `verify` and `parse_payload`."""
+
+    name: ClassVar[str]
+    secrets_setting: ClassVar[str]
+    bad_signature_status: ClassVar[int] = 401
+
+    def parse(self, request: WebhookRequest) -> Outcome:
+        payload = json_object(request)
+        with payload_fields():
+            return self.parse_payload(payload)
+
+    @abstractmethod
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
+        """The canonical events of a verified JSON object (raise PayloadError when unusable)."""
 
 
-def _amount(amount: Decimal, value: Any, field: str) -> Decimal:
-    """`amount` when the canonical model takes it (bounds: bridge.events), else PayloadError."""
-    problem = amount_problem(amount)
-    if problem:
-        raise PayloadError(f"{field} {problem}: {_shown(value)}")
-    return amount
+class HmacAdapter(JsonAdapter):
+    """A provider whose signature is an HMAC of the raw body: declare `signature`."""
 
+    signature: ClassVar[HmacScheme]
 
-def to_decimal(value: Any, field: str) -> Decimal:
-    """A non-negative amount from a JSON number or numeric string, within the canonical
-    model's bounds (`bridge.events.amount_problem`)."""
-    return _amount(_number(value, field), value, field)
-
-
-_CENTS = Decimal("0.01")
-
-
-def minor_to_decimal(value: Any, field: str) -> Decimal:
-    """An amount in minor units (kobo, cents) as major units with two decimals:
-    500000 -> Decimal("5000.00")."""
-    minor = _number(value, field)
-    if minor.is_finite() and minor != minor.to_integral_value():
-        raise PayloadError(f"{field} is in minor units and must be a whole number: {_shown(value)}")
-    if not minor.is_finite() or abs(minor) >= Decimal(10) ** 30:  # do not divide a 1e999999
-        return _amount(minor, value, field)
-    return _amount((minor / 100).quantize(_CENTS), value, field)
-
-
-#: West Africa Time (Africa/Lagos, no daylight saving): the zone of Nigerian providers'
-#: timestamps that carry no offset.
-WAT = timezone(timedelta(hours=1), "WAT")
-
-_DAY_FIRST_FORMATS = ("%d/%m/%Y %I:%M:%S %p", "%d/%m/%Y %H:%M:%S")
-
-
-def to_datetime(value: Any, *, default_tz: tzinfo = UTC) -> datetime | None:
-    """A provider timestamp as an aware datetime, or None when absent or unreadable.
-
-    Accepts ISO 8601 (`Z`, `+0000`, a space instead of `T`), Monnify's `17/03/2021 6:00:05 AM`
-    and Unix seconds or milliseconds. A timestamp is informational here, so an unreadable one
-    does not reject the event (the event time falls back to the time of receipt).
-    """
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    parsed: datetime | None = None
-    if isinstance(value, int | float):
-        try:
-            seconds = value / 1000 if value > 1e11 else value
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        for fmt in _DAY_FIRST_FORMATS:
-            try:
-                parsed = datetime.strptime(text, fmt)
-                break
-            except ValueError:
-                continue
-    if parsed is None:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=default_tz)
-
-
-_PHONE_FORMATTING = re.compile(r"[\s\-().]")
-
-
-def phone_digits(value: Any) -> str | None:
-    """An international number (`+254 712-345678`, `00254712345678`) as digits without `+`
-    (`254712345678`), the form Siteti takes. Anything else (a national number, free text)
-    gives None: without a country it cannot be made international safely."""
-    if not isinstance(value, str):
-        return None
-    text = _PHONE_FORMATTING.sub("", value.strip())
-    if text.startswith("+"):
-        digits = text[1:]
-    elif text.startswith("00"):
-        digits = text[2:]
-    else:
-        return None
-    if not (digits.isascii() and digits.isdigit()) or not 8 <= len(digits) <= 15:
-        return None
-    if digits.startswith("0"):
-        return None
-    return digits
-
-
-def customer_name(*parts: Any) -> str | None:
-    """Join the non-empty name parts (`first_name`, `last_name`), or None."""
-    words = [str(part).strip() for part in parts if isinstance(part, str) and part.strip()]
-    return " ".join(words) or None
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
+        self.signature.verify(request, secrets)

@@ -18,31 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from bridge.config import Settings
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
-from bridge.signing import SignatureError, verify_hmac, verify_shared_secret
+from bridge.signing import SignatureError, verify_shared_secret
 
+from . import fields as f
 from .base import (
     ConfirmationUnavailable,
+    HmacScheme,
     Ignored,
+    JsonAdapter,
     Outcome,
-    PayloadError,
     WebhookRequest,
-    currency_field,
-    json_object,
-    object_field,
-    payload_fields,
-    reference_field,
-    require,
-    required_text,
-    text_field,
-    to_datetime,
-    to_decimal,
 )
 
 #: charge.completed `data.status` -> canonical type (other statuses, e.g. pending, are ignored)
@@ -56,12 +48,13 @@ CONFIRMATIONS = {
     "transfer.completed": ("/v3/transfers/{id}", "successful"),
     "transfer.failed": ("/v3/transfers/{id}", "failed"),
 }
+#: the v4 signature; `verif-hash` (v3) carries the secret hash itself
+SIGNATURE = HmacScheme("flutterwave-signature", encoding="base64")
 
 
-class Flutterwave:
-    name: ClassVar[str] = "flutterwave"
-    secrets_setting: ClassVar[str] = "flutterwave_secret_hashes"
-    bad_signature_status: ClassVar[int] = 401
+class Flutterwave(JsonAdapter):
+    name = "flutterwave"
+    secrets_setting = "flutterwave_secret_hashes"
 
     def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
         secrets = list(secrets)
@@ -74,13 +67,7 @@ class Flutterwave:
         problems: list[str] = []
         if signature:
             try:
-                verify_hmac(
-                    request.body,
-                    signature,
-                    secrets,
-                    encoding="base64",
-                    header="flutterwave-signature",
-                )
+                SIGNATURE.verify(request, secrets)
                 return
             except SignatureError as exc:
                 problems.append(str(exc))
@@ -92,17 +79,12 @@ class Flutterwave:
                 problems.append(str(exc))
         raise SignatureError("; ".join(problems))
 
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
-
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = text_field(payload, "event", "event") or ""
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
+        event_type = f.text_field(payload, "event", "event") or ""
         if event_type not in ("charge.completed", "transfer.completed"):
             return Ignored(f"Flutterwave {event_type!r} is not a notifiable event")
-        data = object_field(payload, "data", "data")
-        status = text_field(data, "status", "data.status") or ""
+        data = f.object_field(payload, "data", "data")
+        status = f.text_field(data, "status", "data.status") or ""
         if event_type == "charge.completed":
             canonical = CHARGE_STATUS.get(status.lower())
             if canonical is None:
@@ -115,49 +97,52 @@ class Flutterwave:
             event = self._transfer(data, failed=canonical == "transfer.failed")
         return [new_event(event, canonical)]
 
-    def _charge(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        customer = object_field(data, "customer", "data.customer")
-        reason = None
-        if failed:
-            reason = (
-                text_field(data, "processor_response", "data.processor_response")
-                or "payment failed"
-            )
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "id", "data.id"),
-            amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=currency_field(data, "data.currency"),
-            customer=Customer(
-                email=required_text(customer, "email", "data.customer.email"),
-                name=text_field(customer, "name", "data.customer.name"),
-            ),
+    def _event(
+        self,
+        data: Mapping[str, Any],
+        customer: Customer,
+        *,
+        reason: str | None,
+        description: str | None,
+        channel: str | None,
+    ) -> EventData:
+        """What charges and transfers share: the `id` is the reference, `created_at` the time."""
+        return f.event_data(
+            self.name,
+            f.reference_field(data, "id", "data.id"),
+            f.to_decimal(f.require(data, "amount"), "data.amount"),
+            customer,
+            currency=f.currency_field(data, "data.currency"),
             reason=reason,
-            description=reference_field(data, "tx_ref", "data.tx_ref"),
-            channel=text_field(data, "payment_type", "data.payment_type"),
-            occurred_at=to_datetime(data.get("created_at")),
+            description=description,
+            channel=channel,
+            occurred_at=f.to_datetime(data.get("created_at")),
+        )
+
+    def _charge(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
+        return self._event(
+            data,
+            f.email_customer(f.object_field(data, "customer", "data.customer"), "data.customer"),
+            reason=f.failure_reason(
+                data, "data", "processor_response", default="payment failed", failed=failed
+            ),
+            description=f.reference_field(data, "tx_ref", "data.tx_ref"),
+            channel=f.text_field(data, "payment_type", "data.payment_type"),
         )
 
     def _transfer(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        reason = None
-        if failed:
-            reason = (
-                text_field(data, "complete_message", "data.complete_message") or "transfer failed"
-            )
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "id", "data.id"),
-            amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=currency_field(data, "data.currency"),
-            customer=Customer(
-                account_number=reference_field(data, "account_number", "data.account_number"),
-                name=text_field(data, "fullname", "data.fullname"),
+        return self._event(
+            data,
+            Customer(
+                account_number=f.reference_field(data, "account_number", "data.account_number"),
+                name=f.text_field(data, "fullname", "data.fullname"),
             ),
-            reason=reason,
-            description=text_field(data, "narration", "data.narration")
-            or text_field(data, "reference", "data.reference"),
+            reason=f.failure_reason(
+                data, "data", "complete_message", default="transfer failed", failed=failed
+            ),
+            description=f.text_field(data, "narration", "data.narration")
+            or f.text_field(data, "reference", "data.reference"),
             channel="transfer",
-            occurred_at=to_datetime(data.get("created_at")),
         )
 
     async def confirm(
@@ -233,8 +218,8 @@ def _compare(event: CanonicalEvent, answer: Mapping[str, Any], expected_status: 
     elif data.get("tx_ref") != event.data.description:
         mismatches.append(f"tx_ref {data.get('tx_ref')!r} (webhook: {event.data.description!r})")
     try:
-        amount: Decimal | None = to_decimal(data.get("amount"), "amount")
-    except PayloadError:
+        amount: Decimal | None = f.to_decimal(data.get("amount"), "amount")
+    except f.PayloadError:
         amount = None
     if amount != event.data.amount:
         mismatches.append(f"amount {data.get('amount')!r} (webhook: {event.data.amount})")

@@ -13,34 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal, cast
 
 from bridge.config import Settings, get_settings
-from bridge.events import Customer, EventData, new_event
-from bridge.signing import (
-    Algorithm,
-    Encoding,
-    standard_webhooks_key,
-    verify_hmac,
-    verify_standard_webhook,
-)
+from bridge.events import new_event
+from bridge.signing import Algorithm, Encoding, standard_webhooks_key, verify_standard_webhook
 
-from .base import (
-    Ignored,
-    Outcome,
-    WebhookRequest,
-    currency_field,
-    json_object,
-    object_field,
-    open_envelope,
-    payload_fields,
-    reference_field,
-    require,
-    required_text,
-    text_field,
-    to_datetime,
-    to_decimal,
-)
+from . import fields as f
+from .base import HmacScheme, Ignored, JsonAdapter, Outcome, WebhookRequest, open_envelope
 
 Scheme = Literal["standard-webhooks", "hmac"]
 SCHEMES: tuple[Scheme, ...] = ("standard-webhooks", "hmac")
@@ -113,11 +93,15 @@ class SignatureScheme:
             tolerance_seconds=settings.generic_timestamp_tolerance_seconds,
         )
 
+    @property
+    def hmac(self) -> HmacScheme:
+        """The "hmac" scheme's declaration, as the HMAC providers make theirs."""
+        return HmacScheme(self.header, self.algorithm, self.encoding, self.prefix)
 
-class Generic:
-    name: ClassVar[str] = "generic"
-    secrets_setting: ClassVar[str] = "generic_webhook_secrets"
-    bad_signature_status: ClassVar[int] = 401
+
+class Generic(JsonAdapter):
+    name = "generic"
+    secrets_setting = "generic_webhook_secrets"
 
     def __init__(self, scheme: SignatureScheme | None = None) -> None:
         """`scheme=None` reads it from `get_settings()` on first use."""
@@ -151,51 +135,31 @@ class Generic:
                 tolerance=scheme.tolerance_seconds,
             )
             return
-        verify_hmac(
-            request.body,
-            request.headers.get(scheme.header.lower()),
-            secrets,
-            algorithm=scheme.algorithm,
-            encoding=scheme.encoding,
-            prefix=scheme.prefix,
-            header=scheme.header,
-        )
+        scheme.hmac.verify(request, secrets)
 
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
-
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
         envelope = open_envelope(payload, EVENT_MAP, "generic event")
         if isinstance(envelope, Ignored):
             return envelope
         canonical, data = envelope.canonical, envelope.data
-        customer = object_field(data, "customer", "data.customer")
-        event = EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "transaction_id", "data.transaction_id"),
-            amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=currency_field(data, "data.currency"),
-            customer=Customer(
-                email=required_text(customer, "email", "data.customer.email"),
-                name=text_field(customer, "name", "data.customer.name"),
+        event = f.event_data(
+            self.name,
+            f.reference_field(data, "transaction_id", "data.transaction_id"),
+            f.to_decimal(f.require(data, "amount"), "data.amount"),
+            f.email_customer(f.object_field(data, "customer", "data.customer"), "data.customer"),
+            currency=f.currency_field(data, "data.currency"),
+            reason=f.failure_reason(
+                data,
+                "data",
+                "reason",
+                "failure_reason",
+                default=canonical.replace(".", " "),
+                failed=canonical.endswith(".failed"),
             ),
-            reason=_reason(data, canonical),
-            description=text_field(data, "description", "data.description"),
-            channel=text_field(data, "channel", "data.channel"),
-            occurred_at=to_datetime(data.get("created_at") or payload.get("timestamp")),
-            next_due_date=text_field(data, "next_due_date", "data.next_due_date")
-            or text_field(data, "next_billing_date", "data.next_billing_date"),
+            description=f.text_field(data, "description", "data.description"),
+            channel=f.text_field(data, "channel", "data.channel"),
+            occurred_at=f.to_datetime(data.get("created_at") or payload.get("timestamp")),
+            next_due_date=f.text_field(data, "next_due_date", "data.next_due_date")
+            or f.text_field(data, "next_billing_date", "data.next_billing_date"),
         )
         return [new_event(event, canonical)]
-
-
-def _reason(data: Mapping[str, Any], canonical: str) -> str | None:
-    if not canonical.endswith(".failed"):
-        return None
-    return (
-        text_field(data, "reason", "data.reason")
-        or text_field(data, "failure_reason", "data.failure_reason")
-        or canonical.replace(".", " ")
-    )

@@ -2,85 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from bridge.events import Customer, EventData, new_event
-from bridge.signing import verify_hmac
+from bridge.events import Customer, new_event
 
-from .base import (
-    Handshake,
-    Outcome,
-    PayloadError,
-    WebhookRequest,
-    currency_field,
-    json_object,
-    object_field,
-    payload_fields,
-    reference_field,
-    require,
-    required_text,
-    text_field,
-    to_datetime,
-    to_decimal,
-)
+from . import fields as f
+from .base import Handshake, HmacAdapter, HmacScheme, Outcome
 
 EVENT_TYPES = {"payment.successful", "payment.failed", "transfer.completed", "transfer.failed"}
 HANDSHAKE_EVENT = "webhook.verification"
 
 
-class Moniepoint:
-    name: ClassVar[str] = "moniepoint"
-    secrets_setting: ClassVar[str] = "moniepoint_webhook_secrets"
-    bad_signature_status: ClassVar[int] = 401
+class Moniepoint(HmacAdapter):
+    name = "moniepoint"
+    secrets_setting = "moniepoint_webhook_secrets"
+    signature = HmacScheme("X-Moniepoint-Signature")
 
-    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
-        verify_hmac(
-            request.body,
-            request.headers.get("x-moniepoint-signature"),
-            secrets,
-            header="X-Moniepoint-Signature",
-        )
-
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
-
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
-        event_type = text_field(payload, "event", "event")
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
+        event_type = f.text_field(payload, "event", "event")
         if event_type == HANDSHAKE_EVENT:
             # Echoed back as it came: only a string is (any JSON would be echoed unchecked).
-            return Handshake({"challenge": required_text(payload, "challenge", "challenge")})
+            return Handshake({"challenge": f.required_text(payload, "challenge", "challenge")})
         if event_type not in EVENT_TYPES:
-            raise PayloadError(
+            raise f.PayloadError(
                 f"unsupported event {event_type!r}; expected one of {sorted(EVENT_TYPES)}"
             )
-        data = object_field(payload, "data", "data")
-        customer = object_field(data, "customer", "data.customer")
-        reason = text_field(data, "reason", "data.reason")
+        data = f.object_field(payload, "data", "data")
+        customer = f.object_field(data, "customer", "data.customer")
+        reason = f.text_field(data, "reason", "data.reason")
         if event_type.endswith("failed") and not reason:
-            raise PayloadError("missing field data.reason on a failed event")
-        event = EventData(
-            provider=self.name,
-            transaction_reference=reference_field(
-                data, "transactionReference", "data.transactionReference"
-            ),
-            amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=currency_field(data, "data.currency"),
-            customer=Customer(
-                account_number=reference_field(
+            raise f.PayloadError("missing field data.reason on a failed event")
+        event = f.event_data(
+            self.name,
+            f.reference_field(data, "transactionReference", "data.transactionReference"),
+            f.to_decimal(f.require(data, "amount"), "data.amount"),
+            Customer(
+                account_number=f.reference_field(
                     customer, "accountNumber", "data.customer.accountNumber"
                 ),
-                email=text_field(customer, "email", "data.customer.email"),
-                name=text_field(customer, "name", "data.customer.name"),
+                email=f.text_field(customer, "email", "data.customer.email"),
+                name=f.text_field(customer, "name", "data.customer.name"),
             ),
+            currency=f.currency_field(data, "data.currency"),
             reason=reason,
-            description=text_field(data, "description", "data.description"),
-            channel=text_field(data, "channel", "data.channel"),
+            description=f.text_field(data, "description", "data.description"),
+            channel=f.text_field(data, "channel", "data.channel"),
             occurred_at=_timestamp(data),
-            next_due_date=text_field(data, "nextDueDate", "data.nextDueDate"),
+            next_due_date=f.text_field(data, "nextDueDate", "data.nextDueDate"),
         )
         return [new_event(event, event_type)]
 
@@ -89,7 +59,7 @@ def _timestamp(data: Mapping[str, Any]) -> datetime | None:
     """`data.timestamp` as an aware time. Moniepoint's contract gives ISO 8601, so an
     unreadable one is refused (422) rather than replaced by the time of receipt."""
     raw = data.get("timestamp")
-    parsed = to_datetime(raw)
+    parsed = f.to_datetime(raw)
     if parsed is None and raw not in (None, ""):
-        raise PayloadError("data.timestamp is not an ISO 8601 date-time")
+        raise f.PayloadError("data.timestamp is not an ISO 8601 date-time")
     return parsed

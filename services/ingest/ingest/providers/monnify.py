@@ -8,29 +8,14 @@ does carry one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from bridge.events import Customer, EventData, new_event
-from bridge.signing import verify_hmac
 
-from .base import (
-    WAT,
-    Ignored,
-    Outcome,
-    WebhookRequest,
-    currency_field,
-    json_object,
-    object_field,
-    open_envelope,
-    payload_fields,
-    reference_field,
-    require,
-    required_text,
-    text_field,
-    to_datetime,
-    to_decimal,
-)
+from . import fields as f
+from .base import HmacAdapter, HmacScheme, Ignored, Outcome, open_envelope
 
 #: eventType -> canonical type
 EVENT_MAP = {
@@ -45,26 +30,12 @@ EVENT_MAP = {
 PAID_STATUSES = {"PAID", "OVERPAID", "PARTIALLY_PAID"}
 
 
-class Monnify:
-    name: ClassVar[str] = "monnify"
-    secrets_setting: ClassVar[str] = "monnify_client_secrets"
-    bad_signature_status: ClassVar[int] = 401
+class Monnify(HmacAdapter):
+    name = "monnify"
+    secrets_setting = "monnify_client_secrets"
+    signature = HmacScheme("monnify-signature", algorithm="sha512")
 
-    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
-        verify_hmac(
-            request.body,
-            request.headers.get("monnify-signature"),
-            secrets,
-            algorithm="sha512",
-            header="monnify-signature",
-        )
-
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
-
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
         envelope = open_envelope(
             payload, EVENT_MAP, "Monnify", event_key="eventType", data_key="eventData"
         )
@@ -72,7 +43,7 @@ class Monnify:
             return envelope
         event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         if event_type == "SUCCESSFUL_TRANSACTION":
-            status = text_field(data, "paymentStatus", "eventData.paymentStatus") or "PAID"
+            status = f.text_field(data, "paymentStatus", "eventData.paymentStatus") or "PAID"
             status = status.upper()
             if status not in PAID_STATUSES:
                 return Ignored(f"Monnify transaction with paymentStatus {status!r}")
@@ -87,45 +58,43 @@ class Monnify:
         return [new_event(event, canonical)]
 
     def _collection(self, data: Mapping[str, Any]) -> EventData:
-        customer = object_field(data, "customer", "eventData.customer")
-        return EventData(
-            provider=self.name,
-            transaction_reference=_reference(data),
-            amount=to_decimal(require(data, "amountPaid"), "eventData.amountPaid"),
-            currency=currency_field(data, "eventData.currency"),
-            customer=Customer(
-                email=required_text(customer, "email", "eventData.customer.email"),
-                name=text_field(customer, "name", "eventData.customer.name"),
-            ),
-            description=text_field(data, "paymentDescription", "eventData.paymentDescription"),
-            channel=text_field(data, "paymentMethod", "eventData.paymentMethod"),
-            occurred_at=to_datetime(data.get("paidOn"), default_tz=WAT),
+        customer = f.object_field(data, "customer", "eventData.customer")
+        return f.event_data(
+            self.name,
+            _reference(data),
+            f.to_decimal(f.require(data, "amountPaid"), "eventData.amountPaid"),
+            f.email_customer(customer, "eventData.customer"),
+            currency=f.currency_field(data, "eventData.currency"),
+            description=f.text_field(data, "paymentDescription", "eventData.paymentDescription"),
+            channel=f.text_field(data, "paymentMethod", "eventData.paymentMethod"),
+            occurred_at=f.to_datetime(data.get("paidOn"), default_tz=f.WAT),
         )
 
     def _disbursement(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        reason = None
-        if failed:
-            reason = (
-                text_field(data, "transactionDescription", "eventData.transactionDescription")
-                or "disbursement failed"
-            )
-        return EventData(
-            provider=self.name,
-            transaction_reference=_reference(data),
-            amount=to_decimal(require(data, "amount"), "eventData.amount"),
-            currency=currency_field(data, "eventData.currency"),
-            customer=Customer(
-                account_number=reference_field(
+        reason = f.failure_reason(
+            data,
+            "eventData",
+            "transactionDescription",
+            default="disbursement failed",
+            failed=failed,
+        )
+        return f.event_data(
+            self.name,
+            _reference(data),
+            f.to_decimal(f.require(data, "amount"), "eventData.amount"),
+            Customer(
+                account_number=f.reference_field(
                     data, "destinationAccountNumber", "eventData.destinationAccountNumber"
                 ),
-                name=text_field(data, "destinationAccountName", "eventData.destinationAccountName"),
+                name=f.text_field(
+                    data, "destinationAccountName", "eventData.destinationAccountName"
+                ),
             ),
+            currency=f.currency_field(data, "eventData.currency"),
             reason=reason,
-            description=text_field(data, "narration", "eventData.narration"),
+            description=f.text_field(data, "narration", "eventData.narration"),
             channel="DISBURSEMENT",
-            occurred_at=to_datetime(
-                data.get("completedOn") or data.get("createdOn"), default_tz=WAT
-            ),
+            occurred_at=_completed(data),
         )
 
     def _refund(
@@ -133,27 +102,26 @@ class Monnify:
     ) -> EventData:
         original = _reference(data)
         refund = data.get("refundReference")
-        return EventData(
-            provider=self.name,
+        return f.event_data(
+            self.name,
             # One transaction may be refunded in parts: each refund is its own event.
-            transaction_reference=(
-                reference_field(data, "refundReference", "eventData.refundReference")
+            (
+                f.reference_field(data, "refundReference", "eventData.refundReference")
                 if refund
                 else original
             ),
-            amount=to_decimal(require(data, "refundAmount"), "eventData.refundAmount"),
-            currency=currency_field(data, "eventData.currency"),
-            customer=Customer(
-                email=required_text(customer, "email", "eventData.customer.email"),
-                name=text_field(customer, "name", "eventData.customer.name"),
-            ),
+            f.to_decimal(f.require(data, "refundAmount"), "eventData.refundAmount"),
+            f.email_customer(customer, "eventData.customer"),
+            currency=f.currency_field(data, "eventData.currency"),
             reason="refund failed" if failed else None,
             description=f"refund of {original}",
-            occurred_at=to_datetime(
-                data.get("completedOn") or data.get("createdOn"), default_tz=WAT
-            ),
+            occurred_at=_completed(data),
         )
 
 
 def _reference(data: Mapping[str, Any]) -> str:
-    return reference_field(data, "transactionReference", "eventData.transactionReference")
+    return f.reference_field(data, "transactionReference", "eventData.transactionReference")
+
+
+def _completed(data: Mapping[str, Any]) -> datetime | None:
+    return f.to_datetime(data.get("completedOn") or data.get("createdOn"), default_tz=f.WAT)

@@ -9,36 +9,24 @@ JavaScript re-serialisation of the parsed body. Only completed payments are sent
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
-from bridge.events import Customer, EventData, new_event
-from bridge.signing import SignatureError, js_stringify, matches_any, verify_hmac
+from bridge.events import new_event
+from bridge.signing import SignatureError, js_stringify, matches_any
 
-from .base import (
-    Ignored,
-    Outcome,
-    PayloadError,
-    WebhookRequest,
-    currency_field,
-    json_object,
-    payload_fields,
-    phone_digits,
-    reference_field,
-    require,
-    text_field,
-    to_datetime,
-    to_decimal,
-)
+from . import fields as f
+from .base import HmacScheme, Ignored, JsonAdapter, Outcome, WebhookRequest
 
-HEADER = "opm-signature"
+SIGNATURE = HmacScheme("opm-signature")
+HEADER = SIGNATURE.header
 
 
-class OpenMarket:
-    name: ClassVar[str] = "openmarket"
-    secrets_setting: ClassVar[str] = "openmarket_private_keys"
-    bad_signature_status: ClassVar[int] = 400
+class OpenMarket(JsonAdapter):
+    name = "openmarket"
+    secrets_setting = "openmarket_private_keys"
+    bad_signature_status = 400
 
     def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
         secrets = list(secrets)
@@ -46,45 +34,40 @@ class OpenMarket:
         if signature and secrets and matches_any([signature], secrets, request.body):
             return
         if not signature or not secrets:
-            # verify_hmac names what is missing.
-            verify_hmac(request.body, signature, secrets, header=HEADER)
+            SIGNATURE.verify(request, secrets)  # names what is missing
         try:
             parsed = orjson.loads(request.body)
         except orjson.JSONDecodeError as exc:
             raise SignatureError(f"{HEADER} does not match the body (not JSON)") from exc
-        verify_hmac(js_stringify(parsed).encode(), signature, secrets, header=HEADER)
+        SIGNATURE.verify(request, secrets, message=js_stringify(parsed).encode())
 
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
-
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
         status = payload.get("status")
         if status != "completed":
             return Ignored(f"Open Market transaction with status {status!r}")
         kind = payload.get("transaction_type") or "payment"
         if kind != "payment":
             return Ignored(f"Open Market transaction_type {kind!r}")
-        phone = phone_digits(text_field(payload, "buyer_number", "buyer_number"))
-        email = text_field(payload, "buyer_email", "buyer_email")
-        if not phone and not email:
-            raise PayloadError("neither buyer_number (E.164) nor buyer_email is given")
         meta = payload.get("meta_data")
         order_id = (
-            reference_field(meta, "order_id", "meta_data.order_id")
+            f.reference_field(meta, "order_id", "meta_data.order_id")
             if isinstance(meta, Mapping) and meta.get("order_id")
             else None
         )
-        event = EventData(
-            provider=self.name,
-            transaction_reference=reference_field(payload, "transaction_id", "transaction_id"),
-            amount=to_decimal(require(payload, "amount"), "amount"),
-            currency=currency_field(payload, "currency", default=None),
-            customer=Customer(
-                phone=phone, email=email, name=text_field(payload, "buyer_name", "buyer_name")
+        event = f.event_data(
+            self.name,
+            f.reference_field(payload, "transaction_id", "transaction_id"),
+            f.to_decimal(f.require(payload, "amount"), "amount"),
+            f.contact_customer(
+                payload,
+                "",
+                phone="buyer_number",
+                email="buyer_email",
+                name="buyer_name",
+                missing="neither buyer_number (E.164) nor buyer_email is given",
             ),
-            description=text_field(payload, "reference", "reference") or order_id,
-            occurred_at=to_datetime(payload.get("updated_at") or payload.get("created_at")),
+            currency=f.currency_field(payload, "currency", required=True),
+            description=f.text_field(payload, "reference", "reference") or order_id,
+            occurred_at=f.to_datetime(payload.get("updated_at") or payload.get("created_at")),
         )
         return [new_event(event, "payment.successful")]

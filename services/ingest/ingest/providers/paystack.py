@@ -7,29 +7,14 @@ recipient's bank account instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
 
 from bridge.events import Customer, EventData, new_event
-from bridge.signing import verify_hmac
 
-from .base import (
-    Ignored,
-    Outcome,
-    PayloadError,
-    WebhookRequest,
-    customer_name,
-    json_object,
-    minor_to_decimal,
-    object_field,
-    open_envelope,
-    payload_fields,
-    reference_field,
-    require,
-    required_text,
-    text_field,
-    to_datetime,
-)
+from . import fields as f
+from .base import HmacAdapter, HmacScheme, Ignored, Outcome, open_envelope
 
 #: Paystack event -> canonical type
 EVENT_MAP = {
@@ -50,13 +35,13 @@ def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _currency(*places: tuple[Mapping[str, Any], str]) -> str:
-    """The first `currency` given in `places` (object, its name), else NGN."""
+def _currency(*places: tuple[Mapping[str, Any], str]) -> str | None:
+    """The first `currency` given in `places` (object, its name), else None (the default)."""
     for mapping, name in places:
-        value = text_field(mapping, "currency", f"{name}.currency")
+        value = f.currency_field(mapping, f"{name}.currency")
         if value:
-            return value.upper()
-    return "NGN"
+            return value
+    return None
 
 
 def _date(value: Any) -> str | None:
@@ -64,32 +49,23 @@ def _date(value: Any) -> str | None:
     return value[:10] if isinstance(value, str) and len(value) >= 10 else None
 
 
-class Paystack:
-    name: ClassVar[str] = "paystack"
-    secrets_setting: ClassVar[str] = "paystack_secret_keys"
-    bad_signature_status: ClassVar[int] = 401
+def _amount(data: Mapping[str, Any]) -> Decimal:
+    """`data.amount` in kobo as naira."""
+    return f.minor_to_decimal(f.require(data, "amount"), "data.amount")
 
-    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
-        verify_hmac(
-            request.body,
-            request.headers.get("x-paystack-signature"),
-            secrets,
-            algorithm="sha512",
-            header="x-paystack-signature",
-        )
 
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
+class Paystack(HmacAdapter):
+    name = "paystack"
+    secrets_setting = "paystack_secret_keys"
+    signature = HmacScheme("x-paystack-signature", algorithm="sha512")
 
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
         envelope = open_envelope(payload, EVENT_MAP, "Paystack")
         if isinstance(envelope, Ignored):
             return envelope
         event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
         if event_type == "charge.success":
-            status = text_field(data, "status", "data.status") or "success"
+            status = f.text_field(data, "status", "data.status") or "success"
             if status != "success":
                 return Ignored(f"Paystack charge.success with status {status!r}")
             event = self._charge(data)
@@ -104,22 +80,22 @@ class Paystack:
         return [new_event(event, canonical)]
 
     def _customer(self, data: Mapping[str, Any]) -> Customer:
-        customer = object_field(data, "customer", "data.customer")
+        customer = f.object_field(data, "customer", "data.customer")
         return Customer(
-            email=required_text(customer, "email", "data.customer.email"),
-            name=customer_name(customer.get("first_name"), customer.get("last_name")),
+            email=f.required_text(customer, "email", "data.customer.email"),
+            name=f.customer_name(customer.get("first_name"), customer.get("last_name")),
         )
 
     def _charge(self, data: Mapping[str, Any]) -> EventData:
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "reference", "data.reference"),
-            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+        return f.event_data(
+            self.name,
+            f.reference_field(data, "reference", "data.reference"),
+            _amount(data),
+            self._customer(data),
             currency=_currency((data, "data")),
-            customer=self._customer(data),
-            description=text_field(data, "gateway_response", "data.gateway_response"),
-            channel=text_field(data, "channel", "data.channel"),
-            occurred_at=to_datetime(data.get("paid_at") or data.get("created_at")),
+            description=f.text_field(data, "gateway_response", "data.gateway_response"),
+            channel=f.text_field(data, "channel", "data.channel"),
+            occurred_at=f.to_datetime(data.get("paid_at") or data.get("created_at")),
         )
 
     def _failed_invoice(self, data: Mapping[str, Any]) -> EventData:
@@ -127,90 +103,84 @@ class Paystack:
         transaction = _mapping(data, "transaction")
         subscription = _mapping(data, "subscription")
         plan = _mapping(subscription, "plan")
-        reason = (
-            text_field(transaction, "gateway_response", "data.transaction.gateway_response")
-            or text_field(data, "gateway_response", "data.gateway_response")
-            or "subscription payment failed"
+        reason = f.text_field(
+            transaction, "gateway_response", "data.transaction.gateway_response"
+        ) or f.failure_reason(
+            data, "data", "gateway_response", default="subscription payment failed"
         )
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "invoice_code", "data.invoice_code"),
-            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+        return f.event_data(
+            self.name,
+            f.reference_field(data, "invoice_code", "data.invoice_code"),
+            _amount(data),
+            self._customer(data),
             currency=_currency((data, "data"), (plan, "data.subscription.plan")),
-            customer=self._customer(data),
             reason=reason,
-            description=text_field(data, "description", "data.description"),
+            description=f.text_field(data, "description", "data.description"),
             channel="subscription",
-            occurred_at=to_datetime(data.get("created_at")),
+            occurred_at=f.to_datetime(data.get("created_at")),
             next_due_date=_date(subscription.get("next_payment_date")),
         )
 
     def _transfer(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        recipient = object_field(data, "recipient", "data.recipient")
+        recipient = f.object_field(data, "recipient", "data.recipient")
         details = _mapping(recipient, "details")
         account = (
-            reference_field(details, "account_number", "data.recipient.details.account_number")
+            f.reference_field(details, "account_number", "data.recipient.details.account_number")
             if details.get("account_number")
             else None
         )
-        email = text_field(recipient, "email", "data.recipient.email")
+        email = f.text_field(recipient, "email", "data.recipient.email")
         if not account and not email:
-            raise PayloadError("data.recipient has neither details.account_number nor email")
-        reason = None
-        if failed:
-            reason = (
-                text_field(data, "gateway_response", "data.gateway_response")
-                or text_field(data, "status", "data.status")
-                or "transfer failed"
-            )
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "reference", "data.reference"),
-            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
-            currency=_currency((data, "data")),
-            customer=Customer(
+            raise f.PayloadError("data.recipient has neither details.account_number nor email")
+        reason = f.failure_reason(
+            data, "data", "gateway_response", "status", default="transfer failed", failed=failed
+        )
+        return f.event_data(
+            self.name,
+            f.reference_field(data, "reference", "data.reference"),
+            _amount(data),
+            Customer(
                 account_number=account,
                 email=email,
-                name=text_field(recipient, "name", "data.recipient.name")
-                or text_field(details, "account_name", "data.recipient.details.account_name"),
+                name=f.text_field(recipient, "name", "data.recipient.name")
+                or f.text_field(details, "account_name", "data.recipient.details.account_name"),
             ),
+            currency=_currency((data, "data")),
             reason=reason,
             # Paystack's transfer `reason` is the narration given when the transfer was made.
-            description=text_field(data, "reason", "data.reason"),
+            description=f.text_field(data, "reason", "data.reason"),
             channel="transfer",
-            occurred_at=to_datetime(data.get("transferred_at") or data.get("updated_at")),
+            occurred_at=f.to_datetime(data.get("transferred_at") or data.get("updated_at")),
         )
 
     def _refund(self, data: Mapping[str, Any], *, failed: bool) -> EventData:
-        original = reference_field(data, "transaction_reference", "data.transaction_reference")
+        original = f.reference_field(data, "transaction_reference", "data.transaction_reference")
         # One transaction may be refunded in parts: each refund is its own event.
         own = next((key for key in ("refund_reference", "id") if data.get(key)), None)
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, own, f"data.{own}") if own else original,
-            amount=minor_to_decimal(require(data, "amount"), "data.amount"),
+        return f.event_data(
+            self.name,
+            f.reference_field(data, own, f"data.{own}") if own else original,
+            _amount(data),
+            self._customer(data),
             currency=_currency((data, "data")),
-            customer=self._customer(data),
             reason="refund failed" if failed else None,
             description=f"refund of {original}",
-            occurred_at=to_datetime(data.get("updated_at") or data.get("created_at")),
+            occurred_at=f.to_datetime(data.get("updated_at") or data.get("created_at")),
         )
 
     def _subscription(self, data: Mapping[str, Any]) -> EventData:
         plan = _mapping(data, "plan")
-        return EventData(
-            provider=self.name,
-            transaction_reference=reference_field(
-                data, "subscription_code", "data.subscription_code"
-            ),
-            amount=minor_to_decimal(
+        return f.event_data(
+            self.name,
+            f.reference_field(data, "subscription_code", "data.subscription_code"),
+            f.minor_to_decimal(
                 data.get("amount") if data.get("amount") is not None else plan.get("amount"),
                 "data.amount",
             ),
+            self._customer(data),
             currency=_currency((plan, "data.plan"), (data, "data")),
-            customer=self._customer(data),
-            description=text_field(plan, "name", "data.plan.name"),
+            description=f.text_field(plan, "name", "data.plan.name"),
             channel="subscription",
-            occurred_at=to_datetime(data.get("createdAt") or data.get("created_at")),
+            occurred_at=f.to_datetime(data.get("createdAt") or data.get("created_at")),
             next_due_date=_date(data.get("next_payment_date")),
         )

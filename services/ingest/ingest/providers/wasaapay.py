@@ -12,30 +12,15 @@ webhook is a replay, and is refused like a bad signature (401).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
-from bridge.events import Customer, EventData, new_event
+from bridge.events import new_event
 from bridge.signing import SignatureError, check_age, js_stringify, verify_hmac
 
-from .base import (
-    Ignored,
-    Outcome,
-    PayloadError,
-    WebhookRequest,
-    currency_field,
-    json_object,
-    object_field,
-    open_envelope,
-    payload_fields,
-    phone_digits,
-    reference_field,
-    require,
-    text_field,
-    to_datetime,
-    to_decimal,
-)
+from . import fields as f
+from .base import Ignored, JsonAdapter, Outcome, WebhookRequest, open_envelope
 
 SIGNATURE_FIELD = "signature"
 SIGNATURE_PREFIX = "sha256="
@@ -61,10 +46,9 @@ def signed_message(payload: Mapping[str, Any]) -> bytes:
     return js_stringify(unsigned).encode()
 
 
-class WasaaPay:
-    name: ClassVar[str] = "wasaapay"
-    secrets_setting: ClassVar[str] = "wasaapay_webhook_secrets"
-    bad_signature_status: ClassVar[int] = 401
+class WasaaPay(JsonAdapter):
+    name = "wasaapay"
+    secrets_setting = "wasaapay_webhook_secrets"
 
     def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> None:
         try:
@@ -83,43 +67,41 @@ class WasaaPay:
             prefix=SIGNATURE_PREFIX,
             header="signature field",
         )
-        signed_at = to_datetime(payload.get("timestamp"))
+        signed_at = f.to_datetime(payload.get("timestamp"))
         if signed_at is None:
             raise SignatureError("the signed timestamp field is missing or not a date-time")
         check_age(signed_at.timestamp(), request.now, TOLERANCE_SECONDS)
 
-    def parse(self, request: WebhookRequest) -> Outcome:
-        payload = json_object(request)
-        with payload_fields():
-            return self._parse(payload)
-
-    def _parse(self, payload: Mapping[str, Any]) -> Outcome:
+    def parse_payload(self, payload: Mapping[str, Any]) -> Outcome:
         envelope = open_envelope(payload, EVENT_MAP, "WasaaPay")
         if isinstance(envelope, Ignored):
             return envelope
         event_type, canonical, data = envelope.event, envelope.canonical, envelope.data
-        customer = object_field(data, "customer", "data.customer")
-        phone = phone_digits(text_field(customer, "phone", "data.customer.phone"))
-        email = text_field(customer, "email", "data.customer.email")
-        if not phone and not email:
-            raise PayloadError("data.customer has neither an international phone nor an email")
-        reason = None
-        if canonical.endswith(".failed"):
-            reason = text_field(data, "reason", "data.reason") or (
-                f"{event_type.partition('.')[0]} failed"
-            )
-        event = EventData(
-            provider=self.name,
-            transaction_reference=reference_field(data, "transactionId", "data.transactionId"),
-            amount=to_decimal(require(data, "amount"), "data.amount"),
-            currency=currency_field(data, "data.currency", default=None),
-            customer=Customer(
-                phone=phone, email=email, name=text_field(customer, "name", "data.customer.name")
+        customer = f.contact_customer(
+            f.object_field(data, "customer", "data.customer"),
+            "data.customer",
+            phone="phone",
+            email="email",
+            name="name",
+            missing="data.customer has neither an international phone nor an email",
+        )
+        kind = event_type.partition(".")[0]
+        event = f.event_data(
+            self.name,
+            f.reference_field(data, "transactionId", "data.transactionId"),
+            f.to_decimal(f.require(data, "amount"), "data.amount"),
+            customer,
+            currency=f.currency_field(data, "data.currency", required=True),
+            reason=f.failure_reason(
+                data,
+                "data",
+                "reason",
+                default=f"{kind} failed",
+                failed=canonical.endswith(".failed"),
             ),
-            reason=reason,
-            description=text_field(data, "biller", "data.biller")
-            or text_field(data, "description", "data.description"),
-            channel=event_type.partition(".")[0],
-            occurred_at=to_datetime(payload.get("timestamp")),
+            description=f.text_field(data, "biller", "data.biller")
+            or f.text_field(data, "description", "data.description"),
+            channel=kind,
+            occurred_at=f.to_datetime(payload.get("timestamp")),
         )
         return [new_event(event, canonical)]
