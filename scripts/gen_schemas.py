@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bridge.contract import type_facts
 from bridge.events import (
     AMOUNT_PATTERN,
     EARLIEST_EVENT_TIME,
@@ -31,7 +32,6 @@ from bridge.events import (
     SCHEMA_VERSION,
     CanonicalEvent,
 )
-from dispatcher.rules import type_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"

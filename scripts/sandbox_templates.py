@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from dispatcher.rules import RuleSet, Variable, configured_rules_file, load_rules
+from bridge.config import Settings
+from dispatcher.rules.model import RuleSet, Variable, configured_rules_file, load_rules
 
 
 def sandbox_variables(specs: list[str]) -> list[str]:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", type=Path, help="rule file (default: the configured one)")
     parser.add_argument("--sandbox", metavar="URL", help="the sandbox's base URL to PUT to")
     args = parser.parse_args(argv)
-    rules = load_rules(args.rules or configured_rules_file())
+    rules = load_rules(args.rules or configured_rules_file(Settings().template_rules_file))
     if args.sandbox is None:
         for template_id, body in template_payloads(rules).items():
             print(json.dumps({"id": template_id, **body}, ensure_ascii=False))

@@ -14,18 +14,16 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from bridge.config import Settings
 from bridge.events import CanonicalEvent
-from dispatcher.directory import CustomerRecord
-from dispatcher.rules import (
-    MissingVariable,
+from dispatcher.customers import CustomerRecord
+from dispatcher.rules.checker import check_rules
+from dispatcher.rules.engine import MissingVariable, fill, format_amount, why_not
+from dispatcher.rules.model import (
     RuleSet,
-    check_rules,
     configured_rules_file,
-    fill,
-    format_amount,
     parse_rules,
     shipped_rules_text,
-    why_not,
 )
 
 app = typer.Typer(no_args_is_help=True, help="Template rules (which template an event gets).")
@@ -44,7 +42,7 @@ RulesOption = Annotated[
 
 def _read(path: Path | None) -> tuple[str, str]:
     """(label, text) of the rule file to use."""
-    path = path or configured_rules_file()
+    path = path or configured_rules_file(Settings().template_rules_file)
     if path is None:
         return "shipped rules (dispatcher/rules.yaml)", shipped_rules_text()
     try:

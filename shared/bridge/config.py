@@ -9,11 +9,12 @@ comma-separated: every listed value is accepted, so secrets can rotate without d
 from __future__ import annotations
 
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .events import EVENTS_TOPIC
@@ -76,15 +77,28 @@ class Settings(BaseSettings):
     generic_signature_prefix: str = ""
     generic_timestamp_tolerance_seconds: int = 300
 
-    # Services
+    # Services (bind addresses and ports; bridge.edge.serve runs the HTTP ones)
+    ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
+    receipts_host: str = "127.0.0.1"
     receipts_port: int = 8001
+    dispatcher_host: str = "127.0.0.1"
     dispatcher_metrics_port: int = 8002
     sandbox_port: int = 8090
+    # The Flutterwave verify stand-in (`python -m ingest.flutterwave_standin`, demo/tests).
+    flutterwave_standin_port: int = 8091
     max_body_bytes: int = 1024 * 1024
     kafka_send_timeout_seconds: float = 10.0
 
     # Dispatcher
+    # The consumer group: every instance of one deployment shares it.
+    dispatcher_group_id: str = "siteti-bridge-dispatcher"
+    # This instance's name (logs, /healthz, dedupe lease owner); default host-pid.
+    dispatcher_instance: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
+    )
+    # faust's scratch directory; empty = .stack/faust/<instance>.
+    dispatcher_datadir: str = ""
     dispatcher_lanes: int = 16
     # On SIGTERM, in-flight events get this long to finish before they are handed back.
     dispatcher_shutdown_grace_seconds: float = 20.0
@@ -105,6 +119,8 @@ class Settings(BaseSettings):
     customer_cache_ttl_seconds: int = 300
     missing_contact_wait_seconds: float = 5.0
     default_country: str = "NG"
+    # The template rule file operations edit; empty = the shipped dispatcher/rules.yaml.
+    template_rules_file: str = ""
 
     # Dead-letter store (issue 4): seconds between the retrier's rounds (due `pending` entries,
     # templates approved since, customers given a number since).
@@ -189,6 +205,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _default_datadir(self) -> Settings:
+        if not self.dispatcher_datadir:
+            self.dispatcher_datadir = f".stack/faust/{self.dispatcher_instance}"
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -10,21 +10,17 @@ from typing import Any
 import pytest
 
 from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, new_event
-from dispatcher.directory import CustomerRecord
-from dispatcher.rules import (
-    Condition,
+from dispatcher.customers import CustomerRecord
+from dispatcher.rules.checker import check_rules
+from dispatcher.rules.engine import (
     MissingVariable,
     NoRuleMatched,
-    Rule,
-    RuleSet,
-    Variable,
-    check_rules,
     choose,
     fill,
     format_amount,
-    load_rules,
     why_not,
 )
+from dispatcher.rules.model import Condition, Rule, RuleSet, Variable, load_rules
 from ingest.sources.filedrop import FiledropConfig, plan_file
 
 RULES = load_rules()

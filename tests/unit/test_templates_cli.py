@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 
 from bridge.events import Customer, EventData, new_event
 from bridge_cli.templates import app
-from dispatcher.rules import RULES_FILE_ENV, load_rules
+from dispatcher.rules import load_rules
 from siteti_sandbox import SandboxConfig, create_app
 from siteti_sandbox.testing import serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
+RULES_FILE_ENV = "TEMPLATE_RULES_FILE"  # Settings.template_rules_file
 runner = CliRunner()
 
 

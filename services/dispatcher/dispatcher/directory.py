@@ -12,22 +12,10 @@ from redis.asyncio import Redis
 
 from bridge.events import Customer
 
+from .customers import TIERS, CustomerRecord
 from .phones import to_siteti
 
-TIERS = ("first_time", "returning")
 _COLUMNS = "id, account_number, email, phone, name, tier, late_payments, contact_id"
-
-
-@dataclass(frozen=True)
-class CustomerRecord:
-    id: int | None
-    account_number: str | None
-    email: str | None
-    phone: str | None
-    name: str | None
-    tier: str
-    late_payments: int
-    contact_id: str | None
 
 
 def _cache_keys(customer: Customer) -> list[tuple[str, str, str]]:

@@ -21,8 +21,9 @@ from bridge.logs import get_logger
 from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED
 
 from . import dlq
+from .customers import CustomerRecord
 from .dedupe import Dedupe
-from .directory import CustomerRecord, Directory
+from .directory import Directory
 from .outcomes import (
     UNPROCESSABLE,
     DeadLettered,

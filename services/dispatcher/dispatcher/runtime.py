@@ -22,8 +22,8 @@ from .directory import Directory
 from .governor import Governor, GovernorConfig
 from .pipeline import Dispatcher
 from .retry import RetryPolicy
-from .rules import load_rules
-from .siteti import SitetiClient
+from .rules import configured_rules_file, load_rules
+from .siteti import GovernedTransport, MeteredTransport, SitetiAuth, SitetiClient
 
 
 @dataclass
@@ -48,29 +48,19 @@ def build_dispatcher(
     instance_id: str,
     rules_file: Path | None = None,
 ) -> Dispatcher:
-    """The pipeline over existing connections, configured from `settings`."""
-    if rules_file is None and os.environ.get("TEMPLATE_RULES_FILE"):
-        rules_file = Path(os.environ["TEMPLATE_RULES_FILE"])
-    governor = Governor(
-        redis,
-        GovernorConfig(
-            settings.siteti_rate_limit_per_minute,
-            # The plan limit is per Siteti account: so is the shared schedule.
-            key_prefix=f"bridge:governor:{stable_key(settings.siteti_base_url)}",
-        ),
-    )
+    """The pipeline over existing connections, configured from `settings`. Siteti calls go
+    through `http`: build it with `siteti_http` so that they are rate-governed and metered."""
     return Dispatcher(
         pool=pool,
         directory=Directory(
             pool, redis, settings.customer_cache_ttl_seconds, settings.default_country
         ),
-        rules=load_rules(rules_file),
+        rules=load_rules(rules_file or configured_rules_file(settings.template_rules_file)),
         siteti=SitetiClient(
             http,
             settings.siteti_base_url,
             settings.siteti_api_key,
             settings.siteti_signing_secret,
-            governor,
         ),
         dedupe=Dedupe(
             redis,
@@ -88,6 +78,27 @@ def build_dispatcher(
     )
 
 
+def siteti_http(settings: Settings, redis: Redis, *, max_connections: int) -> httpx.AsyncClient:
+    """The HTTP client for Siteti: the shared rate governor, then metrics, then the wire."""
+    governor = Governor(
+        redis,
+        GovernorConfig(
+            settings.siteti_rate_limit_per_minute,
+            # The plan limit is per Siteti account: so is the shared schedule.
+            key_prefix=f"bridge:governor:{stable_key(settings.siteti_base_url)}",
+        ),
+    )
+    wire = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections))
+    auth = SitetiAuth(settings.siteti_api_key, settings.siteti_signing_secret)
+    return httpx.AsyncClient(
+        timeout=settings.siteti_timeout_seconds,
+        transport=GovernedTransport(MeteredTransport(wire), governor, on_slot=auth.sign),
+        # No proxies from the environment: httpx would mount them beside this transport, and
+        # calls through them would skip the governor.
+        trust_env=False,
+    )
+
+
 async def build_runtime(
     settings: Settings,
     *,
@@ -100,9 +111,8 @@ async def build_runtime(
     Close with `await runtime.aclose()`."""
     pool = await connect(settings.database_url, max_size=pool_size or settings.dispatcher_lanes + 4)
     redis = new_redis(settings.redis_url)
-    http = httpx.AsyncClient(
-        timeout=settings.siteti_timeout_seconds,
-        limits=httpx.Limits(max_connections=http_connections or settings.dispatcher_lanes * 2),
+    http = siteti_http(
+        settings, redis, max_connections=http_connections or settings.dispatcher_lanes * 2
     )
     dispatcher = build_dispatcher(
         settings,

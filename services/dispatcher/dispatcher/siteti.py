@@ -1,12 +1,26 @@
 """The Siteti v2.6 client: signed requests, idempotency keys, typed errors. No retries here:
-the caller owns the policy (see retry.py)."""
+the caller owns the policy (see retry.py).
+
+Each job has its own seam of httpx, so each is small and tested on its own:
+
+- `SitetiAuth` (an `httpx.Auth`) signs: Bearer key, `X-Siteti-Timestamp`, `X-Siteti-Signature`
+  over method, request target and body;
+- `MeteredTransport` records `SITETI_CALLS` and `SITETI_LATENCY` per operation around the wire;
+- `GovernedTransport` waits for the shared governor's slot and feeds Siteti's answers back;
+- `answer_of` / `siteti_error` / `transport_failure` map what came back to `Answer` or
+  `SitetiError` (pure);
+- `SitetiClient` builds the request (body, idempotency key, operation and priority as request
+  extensions) and exposes the operations.
+
+`runtime.siteti_http` stacks the transports: governor → metrics → HTTP.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -17,6 +31,10 @@ from bridge.signing import sign_siteti_request
 
 from .governor import Governor
 from .retry import is_transient
+
+# Request extensions (never on the wire): what the call is, for metrics and the governor.
+OPERATION = "siteti_operation"
+PRIORITY = "siteti_priority"
 
 
 class SitetiError(Exception):
@@ -56,7 +74,10 @@ class Answer:
     rate_limit: RateLimit
 
 
-def _int_header(headers: httpx.Headers, name: str) -> int | None:
+# --- Mapping answers (pure) -------------------------------------------------------------------
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name)
     try:
         return int(float(value)) if value is not None else None
@@ -64,21 +85,187 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimit:
+    """The `X-RateLimit-*` headers of an answer (absent or unreadable: None)."""
+    return RateLimit(
+        _int_header(headers, "x-ratelimit-limit"),
+        _int_header(headers, "x-ratelimit-remaining"),
+        _int_header(headers, "x-ratelimit-reset"),
+    )
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """`Retry-After` in whole seconds; an HTTP date or anything else counts as absent."""
+    header = headers.get("retry-after", "")
+    return float(header) if header.isascii() and header.isdigit() else None
+
+
+def payload_of(response: httpx.Response) -> Any:
+    """The JSON body ({} when empty); a body that is not JSON reads as a `bad_response` error."""
+    try:
+        return response.json() if response.content else {}
+    except ValueError:
+        return {"error": {"code": "bad_response", "message": response.text[:200]}}
+
+
+def siteti_error(status: int, payload: Any, retry_after: float | None) -> SitetiError:
+    """Siteti's error answer (`{"error": {"code", "message", ...}}`) as a SitetiError."""
+    error = payload.get("error", {}) if isinstance(payload, dict) else {}
+    if not isinstance(error, dict):
+        error = {}
+    return SitetiError(
+        status,
+        str(error.get("code", f"http_{status}")),
+        str(error.get("message", "")),
+        retry_after=retry_after,
+        detail=error,
+    )
+
+
+def answer_of(response: httpx.Response) -> Answer:
+    """The Answer for a 2xx/3xx response; raises the SitetiError for a 4xx/5xx one."""
+    payload = payload_of(response)
+    if response.status_code >= 400:
+        raise siteti_error(response.status_code, payload, retry_after_of(response.headers))
+    return Answer(
+        response.status_code,
+        payload,
+        response.headers.get("idempotent-replayed", "").lower() == "true",
+        rate_limit_of(response.headers),
+    )
+
+
+def transport_failure(operation: str, exc: httpx.TransportError) -> SitetiError:
+    """No answer at all: a timeout, or Siteti unreachable."""
+    if isinstance(exc, httpx.TimeoutException):
+        return SitetiError(None, "timeout", f"{operation} timed out")
+    return SitetiError(None, "unreachable", f"{operation}: {exc!r}")
+
+
+# --- The httpx seams --------------------------------------------------------------------------
+
+
+class SitetiAuth(httpx.Auth):
+    """Siteti's request authentication: the API key as a Bearer token, and an HMAC signature
+    over timestamp, method, request target (path and query, as sent) and raw body."""
+
+    requires_request_body = True
+
+    def __init__(
+        self, api_key: str, signing_secret: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._api_key = api_key
+        self._signing_secret = signing_secret
+        self._clock = clock
+
+    def sign(self, request: httpx.Request) -> None:
+        """(Re)sign `request` now. The governor calls this again once the request's slot comes,
+        so the timestamp is the send's, not that of a request that waited out a pause."""
+        timestamp = int(self._clock())
+        target = request.url.raw_path.decode("ascii")
+        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        request.headers["X-Siteti-Timestamp"] = str(timestamp)
+        request.headers["X-Siteti-Signature"] = sign_siteti_request(
+            self._signing_secret, timestamp, request.method, target, request.content
+        )
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sign(request)
+        yield request
+
+
+class MeteredTransport(httpx.AsyncBaseTransport):
+    """Counts each Siteti call by operation and status (`timeout`, `unreachable` when there is
+    no answer) and times it, body included. The governor's wait is outside: it wraps this."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        operation = str(request.extensions.pop(OPERATION, "other"))
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        except httpx.TimeoutException:
+            SITETI_CALLS.labels(operation, "timeout").inc()
+            raise
+        except httpx.TransportError:
+            SITETI_CALLS.labels(operation, "unreachable").inc()
+            raise
+        finally:
+            SITETI_LATENCY.labels(operation).observe(time.perf_counter() - started)
+        SITETI_CALLS.labels(operation, str(response.status_code)).inc()
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class GovernedTransport(httpx.AsyncBaseTransport):
+    """Wraps the transport to Siteti with the cluster-wide governor (governor.py).
+
+    Before each request: wait for a slot (bulk yields to confirmations; the priority travels as
+    the `siteti_priority` request extension, stripped here), record the wait in GOVERNOR_WAIT,
+    then `on_slot(request)`: the signer, so a request that waited out a pause is stamped with
+    the time it is sent. After the answer: `X-RateLimit-Remaining` at the floor, or a 429/503
+    with Retry-After, pauses every instance (Siteti said "not now" to us: it means all of us).
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        governor: Governor,
+        *,
+        on_slot: Callable[[httpx.Request], None] | None = None,
+    ) -> None:
+        self._inner = inner
+        self._governor = governor
+        self._on_slot = on_slot
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        bulk = request.extensions.pop(PRIORITY, None) == "bulk"
+        priority: Priority = "bulk" if bulk else "transactional"
+        GOVERNOR_WAIT.labels(priority).observe(await self._governor.acquire(priority))
+        if self._on_slot is not None:
+            self._on_slot(request)
+        response = await self._inner.handle_async_request(request)
+        try:
+            rate_limit = rate_limit_of(response.headers)
+            await self._governor.observe(rate_limit.remaining, rate_limit.reset_at)
+            retry_after = retry_after_of(response.headers)
+            if retry_after and response.status_code in (429, 503):
+                await self._governor.pause(retry_after)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+# --- The client -------------------------------------------------------------------------------
+
+
 class SitetiClient:
+    """Siteti's operations over `http`. Rate governing and metrics ride on `http`'s transport
+    (see `runtime.siteti_http`); this class signs, sends and maps the answer."""
+
     def __init__(
         self,
         http: httpx.AsyncClient,
         base_url: str,
         api_key: str,
         signing_secret: str,
-        governor: Governor | None = None,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
-        self._base_path = urlsplit(self._base_url).path
-        self._api_key = api_key
-        self._signing_secret = signing_secret
-        self._governor = governor
+        self._auth = SitetiAuth(api_key, signing_secret)
 
     async def request(
         self,
@@ -89,65 +276,21 @@ class SitetiClient:
         idempotency_key: str | None = None,
         priority: Priority = "transactional",
     ) -> Answer:
-        raw = orjson.dumps(body) if body is not None else b""
-        if self._governor is not None:
-            GOVERNOR_WAIT.labels(priority).observe(await self._governor.acquire(priority))
-        timestamp = int(time.time())
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Siteti-Timestamp": str(timestamp),
-            "X-Siteti-Signature": sign_siteti_request(
-                self._signing_secret, timestamp, method, self._base_path + path, raw
-            ),
-        }
+        headers = {"Content-Type": "application/json; charset=utf-8"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        started = time.perf_counter()
         try:
             response = await self._http.request(
-                method, self._base_url + path, content=raw, headers=headers
+                method,
+                self._base_url + path,
+                content=orjson.dumps(body) if body is not None else b"",
+                headers=headers,
+                auth=self._auth,
+                extensions={OPERATION: operation, PRIORITY: priority},
             )
-        except httpx.TimeoutException as exc:
-            SITETI_CALLS.labels(operation, "timeout").inc()
-            raise SitetiError(None, "timeout", f"{operation} timed out") from exc
         except httpx.TransportError as exc:
-            SITETI_CALLS.labels(operation, "unreachable").inc()
-            raise SitetiError(None, "unreachable", f"{operation}: {exc!r}") from exc
-        finally:
-            SITETI_LATENCY.labels(operation).observe(time.perf_counter() - started)
-        SITETI_CALLS.labels(operation, str(response.status_code)).inc()
-        rate_limit = RateLimit(
-            _int_header(response.headers, "x-ratelimit-limit"),
-            _int_header(response.headers, "x-ratelimit-remaining"),
-            _int_header(response.headers, "x-ratelimit-reset"),
-        )
-        if self._governor is not None:
-            await self._governor.observe(rate_limit.remaining, rate_limit.reset_at)
-        try:
-            payload = response.json() if response.content else {}
-        except ValueError:
-            payload = {"error": {"code": "bad_response", "message": response.text[:200]}}
-        if response.status_code >= 400:
-            error = payload.get("error", {}) if isinstance(payload, dict) else {}
-            header = response.headers.get("retry-after", "")
-            retry_after = float(header) if header.isdigit() else None
-            if retry_after and self._governor is not None and response.status_code in (429, 503):
-                # Siteti said "not now" to us: it means every instance.
-                await self._governor.pause(retry_after)
-            raise SitetiError(
-                response.status_code,
-                str(error.get("code", f"http_{response.status_code}")),
-                str(error.get("message", "")),
-                retry_after=retry_after,
-                detail=error,
-            )
-        return Answer(
-            response.status_code,
-            payload,
-            response.headers.get("idempotent-replayed", "").lower() == "true",
-            rate_limit,
-        )
+            raise transport_failure(operation, exc) from exc
+        return answer_of(response)
 
     async def upsert_contact(
         self,

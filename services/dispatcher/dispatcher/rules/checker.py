@@ -1,326 +1,25 @@
-"""Template selection: the first matching rule of the YAML rule file wins. Pure functions.
+"""Static checks of a rule file, for `bridge templates check`: unknown types and templates,
+unreachable rules, template variables some events cannot fill, event types no rule covers.
 
-The rule file (`rules.yaml` here, or the file `TEMPLATE_RULES_FILE` names) is operations'
-configuration; `bridge templates check` runs `check_rules` over it and `bridge templates
-explain` shows `why_not` for every rule.
+A rule's condition is a box: one region per dimension (type, tier, late payments, reason,
+amount, currency, provider), and it matches exactly the events inside every region. A rule is
+unreachable when the boxes of the rules before it cover its own box; that is decided exactly
+by subtracting the earlier boxes one by one and seeing whether anything is left.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from importlib.resources import files
-from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal, Protocol, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from bridge.contract import type_facts
+from bridge.events import EVENT_TYPES
 
-from bridge.events import EVENT_TYPES, CanonicalEvent
-
-from .directory import TIERS, CustomerRecord
-
-RULES_FILE_ENV = "TEMPLATE_RULES_FILE"
-
-# Variables every event can fill (None when the event does not carry the fact). Any other
-# template variable is read from `data.details`: `property` (or explicitly `details.property`)
-# is `data.details["property"]`, sent to Siteti as `property`.
-VARIABLES = (
-    "customer_name",
-    "amount",
-    "trans_ref",
-    "next_due_date",
-    "reason",
-    "currency",
-    "provider",
-    "description",
-)
-DETAILS_PREFIX = "details."
-CURRENCY_SYMBOLS = {"NGN": "₦"}
-
-# Variables every event of every type fills. `customer_name` comes from the customer directory
-# (or the event); an event whose customer has no name at all is dead-lettered at run time.
-ALWAYS_KNOWN = frozenset({"customer_name", "amount", "trans_ref", "currency", "provider"})
-
-
-@dataclass(frozen=True)
-class TypeFacts:
-    """What the contract promises about one event type's optional facts.
-
-    `fields`: optional EventData fields every event of the type carries (failed types always
-    carry `reason`). `details`: the `data.details` keys its sources document (none is promised
-    on every event). `open_details`: the details are whatever columns an operator's query or
-    file has (the database poller, the file drop), so any key may be there.
-    """
-
-    fields: frozenset[str] = frozenset()
-    details: frozenset[str] = frozenset()
-    open_details: bool = False
-
-
-# The `data.details` keys each type's webhook sources set (Open Market's order id, WasaaPay's
-# biller) or, for the sources without webhooks, the columns their exports are documented to
-# have. docs/events.md and schemas/v1 list them (scripts/gen_schemas.py reads this table).
-EVENT_DETAILS: dict[str, frozenset[str]] = {
-    "payment.successful": frozenset({"order_id"}),
-    "bill.completed": frozenset({"biller"}),
-    "bill.failed": frozenset({"biller"}),
-    "order.completed": frozenset({"order_id"}),
-    "order.shipped": frozenset({"order_id", "carrier", "tracking_number"}),
-    "rent.overdue": frozenset({"property", "unit", "due_date"}),
-    "rent.reminder": frozenset({"property", "unit", "due_date"}),
-}
-# Types whose events come from the database poller or the file drop: every column of the row
-# that is not an EventData field becomes a details key (ingest.sources).
-OPEN_DETAILS_TYPES = frozenset(
-    {
-        "order.completed",
-        "order.shipped",
-        "booking.confirmed",
-        "loan.approved",
-        "rent.overdue",
-        "rent.reminder",
-    }
-)
-
-
-def type_facts(event_type: str) -> TypeFacts:
-    fields = frozenset({"reason"}) if event_type.endswith(".failed") else frozenset()
-    return TypeFacts(
-        fields, EVENT_DETAILS.get(event_type, frozenset()), event_type in OPEN_DETAILS_TYPES
-    )
-
-
-class Comparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    eq: Decimal | None = None
-    gt: Decimal | None = None
-    gte: Decimal | None = None
-    lt: Decimal | None = None
-    lte: Decimal | None = None
-
-    def holds(self, value: Decimal) -> bool:
-        return (
-            (self.eq is None or value == self.eq)
-            and (self.gt is None or value > self.gt)
-            and (self.gte is None or value >= self.gte)
-            and (self.lt is None or value < self.lt)
-            and (self.lte is None or value <= self.lte)
-        )
-
-    def describe(self) -> str:
-        parts = [
-            f"{op} {value}"
-            for op, value in (
-                ("eq", self.eq),
-                ("gt", self.gt),
-                ("gte", self.gte),
-                ("lt", self.lt),
-                ("lte", self.lte),
-            )
-            if value is not None
-        ]
-        return " and ".join(parts) or "anything"
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _upper_list(value: Any) -> Any:
-    value = _as_list(value)
-    if isinstance(value, list):
-        return [v.upper() if isinstance(v, str) else v for v in value]
-    return value
-
-
-class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: list[str] | None = None
-    tier: Literal["first_time", "returning"] | None = None
-    late_payments: Comparison | None = None
-    reason_contains: list[str] | None = None
-    amount: Comparison | None = None
-    currency: list[str] | None = None
-    provider: list[str] | None = None
-
-    _lists = field_validator("type", "reason_contains", "provider", mode="before")(_as_list)
-    # Currency codes compare upper-case: `currency: ngn` matches an NGN event.
-    _currency = field_validator("currency", mode="before")(_upper_list)
-
-
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    when: Condition = Field(default_factory=Condition)
-    template: str
-
-
-class RuleSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: Literal[1]
-    templates: dict[str, list[str]]
-    rules: list[Rule]
-
-
-@dataclass(frozen=True)
-class Choice:
-    rule: str
-    template_id: str
-    variables: dict[str, str]
-
-
-class NoRuleMatched(Exception):
-    pass
-
-
-class MissingVariable(Exception):
-    pass
-
-
-def configured_rules_file() -> Path | None:
-    """The operators' rule file (`TEMPLATE_RULES_FILE`), or None for the shipped one."""
-    value = os.environ.get(RULES_FILE_ENV, "").strip()
-    return Path(value) if value else None
-
-
-def shipped_rules_text() -> str:
-    return files("dispatcher").joinpath("rules.yaml").read_text(encoding="utf-8")
-
-
-def parse_rules(text: str) -> RuleSet:
-    """Raise yaml.YAMLError or pydantic.ValidationError when the text is not a rule file."""
-    return RuleSet.model_validate(yaml.safe_load(text))
-
-
-def load_rules(path: Path | None = None) -> RuleSet:
-    return parse_rules(path.read_text(encoding="utf-8") if path else shipped_rules_text())
-
-
-def format_amount(amount: Decimal, currency: str) -> str:
-    """`₦500,000.00` for naira; `XOF 5,000.00` for other currencies."""
-    text = f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
-    symbol = CURRENCY_SYMBOLS.get(currency.upper())
-    return f"{symbol}{text}" if symbol else f"{currency.upper()} {text}"
-
-
-def _listing(values: Iterable[str]) -> str:
-    return ", ".join(values)
-
-
-def why_not(condition: Condition, event: CanonicalEvent, customer: CustomerRecord) -> str | None:
-    """None when the condition holds; otherwise the first condition that fails, in words."""
-    data = event.data
-    if condition.type is not None and event.type not in condition.type:
-        return f"type is {event.type}, not {_listing(condition.type)}"
-    if condition.tier is not None and customer.tier != condition.tier:
-        return f"tier is {customer.tier}, not {condition.tier}"
-    if condition.late_payments is not None and not condition.late_payments.holds(
-        Decimal(customer.late_payments)
-    ):
-        return (
-            f"late_payments is {customer.late_payments}, not {condition.late_payments.describe()}"
-        )
-    if condition.reason_contains is not None:
-        reason = (data.reason or "").lower()
-        if not any(word.lower() in reason for word in condition.reason_contains):
-            shown = repr(data.reason) if data.reason else "empty"
-            return f"reason ({shown}) contains none of: {_listing(condition.reason_contains)}"
-    if condition.amount is not None and not condition.amount.holds(data.amount):
-        return f"amount is {data.amount}, not {condition.amount.describe()}"
-    if condition.currency is not None and data.currency.upper() not in condition.currency:
-        return f"currency is {data.currency.upper()}, not {_listing(condition.currency)}"
-    if condition.provider is not None and data.provider not in condition.provider:
-        return f"provider is {data.provider}, not {_listing(condition.provider)}"
-    return None
-
-
-def matches(condition: Condition, event: CanonicalEvent, customer: CustomerRecord) -> bool:
-    return why_not(condition, event, customer) is None
-
-
-def variable_values(event: CanonicalEvent, customer: CustomerRecord) -> dict[str, str | None]:
-    data = event.data
-    return {
-        "customer_name": customer.name or data.customer.name,
-        "amount": format_amount(data.amount, data.currency),
-        "trans_ref": data.transaction_reference,
-        "next_due_date": data.next_due_date,
-        "reason": data.reason,
-        "currency": data.currency,
-        "provider": data.provider,
-        "description": data.description,
-    }
-
-
-@dataclass(frozen=True)
-class Variable:
-    """One entry of a template's variable list: `name`, `name?`, `details.key`, `key?`…"""
-
-    spec: str
-
-    @property
-    def optional(self) -> bool:
-        return self.spec.endswith("?")
-
-    @property
-    def name(self) -> str:
-        """The name Siteti sees (without `?` and without a `details.` prefix)."""
-        return self.spec.rstrip("?").removeprefix(DETAILS_PREFIX)
-
-    @property
-    def builtin(self) -> bool:
-        return not self.spec.startswith(DETAILS_PREFIX) and self.name in VARIABLES
-
-    @property
-    def details_key(self) -> str | None:
-        return None if self.builtin else self.name
-
-    def value(self, values: Mapping[str, str | None], details: Mapping[str, str]) -> str | None:
-        key = self.details_key
-        return values.get(self.name) if key is None else details.get(key)
-
-
-def fill(
-    rule: Rule, specs: Sequence[str], event: CanonicalEvent, customer: CustomerRecord
-) -> tuple[dict[str, str], list[str]]:
-    """The variables to send, and the optional ones left out because the event lacks them.
-    Raises MissingVariable when a required one has no value."""
-    values = variable_values(event, customer)
-    variables: dict[str, str] = {}
-    left_out: list[str] = []
-    for spec in specs:
-        variable = Variable(spec)
-        value = variable.value(values, event.data.details)
-        if value:
-            variables[variable.name] = value
-        elif variable.optional:
-            left_out.append(variable.name)
-        else:
-            raise MissingVariable(
-                f"rule {rule.name}: no value for {variable.name}"
-                f" (template {rule.template}, {event.type} event)"
-            )
-    return variables, left_out
-
-
-def choose(rules: RuleSet, event: CanonicalEvent, customer: CustomerRecord) -> Choice:
-    for rule in rules.rules:
-        if matches(rule.when, event, customer):
-            variables, _ = fill(rule, rules.templates.get(rule.template, []), event, customer)
-            return Choice(rule.name, rule.template, variables)
-    raise NoRuleMatched(f"no template rule matches a {event.type} event")
-
-
-# --- static checks (`bridge templates check`) -----------------------------------------------
-#
-# A rule's condition is a box: one region per dimension (type, tier, late payments, reason,
-# amount, currency, provider), and it matches exactly the events inside every region. A rule is
-# unreachable when the boxes of the rules before it cover its own box; that is decided exactly
-# by subtracting the earlier boxes one by one and seeing whether anything is left.
+from ..customers import TIERS
+from .model import ALWAYS_KNOWN, Comparison, Condition, Rule, RuleSet, Variable
 
 
 class _Region(Protocol):
@@ -553,7 +252,7 @@ def _unreachable(rules: Sequence[Rule], index: int) -> str | None:
         if not left:
             names = [rule.name for rule, other in earlier if _overlaps(box, other)]
             return (
-                f"unreachable: earlier rules {_listing(names)} together match every event"
+                f"unreachable: earlier rules {', '.join(names)} together match every event"
                 " it matches"
             )
         if len(left) > _MAX_PIECES:
@@ -605,7 +304,7 @@ def _variable_problems(rule: Rule, specs: Sequence[str], types: Sequence[str]) -
                 Problem(
                     "error",
                     rule.name,
-                    f"template {rule.template} needs {shown}, which {_listing(lacking)} events"
+                    f"template {rule.template} needs {shown}, which {', '.join(lacking)} events"
                     f" may lack (mark it optional: {variable.name}?)",
                 )
             )
@@ -614,7 +313,7 @@ def _variable_problems(rule: Rule, specs: Sequence[str], types: Sequence[str]) -
                 Problem(
                     "error" if required else "warning",
                     rule.name,
-                    f"template {rule.template} {verb} {shown}, which {_listing(never)} events"
+                    f"template {rule.template} {verb} {shown}, which {', '.join(never)} events"
                     " never carry"
                     + (" (every such message would dead-letter)" if required else ""),
                 )
@@ -624,7 +323,7 @@ def _variable_problems(rule: Rule, specs: Sequence[str], types: Sequence[str]) -
                 Problem(
                     "warning",
                     rule.name,
-                    f"template {rule.template} needs {shown}: every {_listing(columns)} row of"
+                    f"template {rule.template} needs {shown}: every {', '.join(columns)} row of"
                     f" the source must have a {key} column (rows without one dead-letter)",
                 )
             )
