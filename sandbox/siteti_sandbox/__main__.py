@@ -1,11 +1,9 @@
-"""`python -m siteti_sandbox`: serve the sandbox with uvicorn (settings: see config.py;
-`SANDBOX_LOG_LEVEL` [info] sets uvicorn's log level)."""
+"""`python -m siteti_sandbox`: serve the sandbox (settings, `SANDBOX_LOG_LEVEL` included: see
+config.py)."""
 
 from __future__ import annotations
 
-import os
-
-import uvicorn
+from bridge.edge import serve
 
 from .app import create_app
 from .config import SandboxConfig
@@ -13,12 +11,8 @@ from .config import SandboxConfig
 
 def main() -> None:
     config = SandboxConfig.from_env()
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        log_level=os.environ.get("SANDBOX_LOG_LEVEL", "info"),
-    )
+    # uvicorn's access log stays on here: the sandbox's log is a record of what it was sent.
+    serve(create_app(config), config.host, config.port, log_level=config.log_level, access_log=True)
 
 
 if __name__ == "__main__":

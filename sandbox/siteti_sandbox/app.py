@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from bridge.edge import add_probes
 
 from .config import SandboxConfig
 from .control import control_router
@@ -49,16 +50,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     )
     app.include_router(control_router(state, sender))
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # No dependencies: ready as soon as it answers. Metrics from the app's own registry.
+    add_probes(app, metrics=lambda: (metrics.render(), CONTENT_TYPE_LATEST))
 
     return app

@@ -1,6 +1,7 @@
 """Sandbox configuration, read from the environment (defaults in brackets).
 
 - `SANDBOX_HOST` [127.0.0.1], `SANDBOX_PORT` [8090]: where `python -m siteti_sandbox` listens.
+- `SANDBOX_LOG_LEVEL` [info]: uvicorn's log level.
 - `SANDBOX_ACCOUNT_ID` [acc_sandbox]: the API lives under `/v2.6/accounts/<id>`.
 - `SANDBOX_API_KEYS` [sk_sandbox_1]: comma list of accepted bearer keys (rotation window).
 - `SANDBOX_SIGNING_SECRET` [siteti_signing_secret_1]: request-signing secret (a comma list is
@@ -31,6 +32,7 @@ def _split(value: str) -> tuple[str, ...]:
 class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 8090
+    log_level: str = "info"
     account_id: str = "acc_sandbox"
     api_keys: tuple[str, ...] = ("sk_sandbox_1",)
     signing_secrets: tuple[str, ...] = ("siteti_signing_secret_1",)
@@ -64,6 +66,7 @@ class SandboxConfig:
         return cls(
             host=get("SANDBOX_HOST", d.host),
             port=int(get("SANDBOX_PORT", d.port)),
+            log_level=get("SANDBOX_LOG_LEVEL", d.log_level),
             account_id=get("SANDBOX_ACCOUNT_ID", d.account_id),
             api_keys=_split(get("SANDBOX_API_KEYS", ",".join(d.api_keys))),
             signing_secrets=_split(get("SANDBOX_SIGNING_SECRET", ",".join(d.signing_secrets))),

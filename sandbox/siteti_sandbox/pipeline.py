@@ -30,6 +30,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.edge import BodyTooLarge, read_limited_body
 from bridge.signing import SignatureError, verify_siteti_request
 
 from . import api
@@ -60,19 +61,6 @@ def parse_json(raw: bytes) -> tuple[Any, bool]:
         return orjson.loads(raw), True
     except orjson.JSONDecodeError:
         return None, False
-
-
-async def read_body(request: Request) -> bytes | None:
-    """The raw body, or None when it is over the limit (read no further than needed)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
 
 
 def _bearer(header: str | None) -> str | None:
@@ -154,8 +142,9 @@ class Pipeline:
             "response": None,
         }
 
-        raw = await read_body(request)
-        if raw is None:
+        try:
+            raw = await read_limited_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             error = ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
             return self._finish(call, "other", error.result())
         parsed, is_json = parse_json(raw)

@@ -1,13 +1,21 @@
 """The audit trail: a row per step of a message's life, relayed to the audit topic.
 
 `record` writes the audit row and its outbox row in the caller's transaction, so the audit
-store and the audit topic cannot disagree; `OutboxRelay` publishes outbox rows to Kafka
-(SKIP LOCKED: several relays may run at once, each row goes out at least once).
+store and the audit topic cannot disagree; `OutboxRelay` publishes outbox rows to Kafka.
+
+The relay runs wherever outbox rows are written: in receipts and in every dispatcher
+(`relay_outbox`). Several relays share the table safely: a batch is claimed with
+`SELECT … FOR UPDATE SKIP LOCKED` and deleted in the same transaction once Kafka acknowledged
+every record, so concurrent relays never hold, or send, the same row. Delivery is at least
+once: a relay that dies (or times out) after Kafka's acknowledgement but before its commit
+leaves the rows to be sent again, as docs/events.md warns consumers. Records keep the outbox's
+order within one relay's batch, not across relays.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,43 +103,35 @@ async def history(pool: asyncpg.Pool, reference: str) -> list[dict[str, Any]]:
     return entries
 
 
+@dataclass
 class OutboxRelay:
     """Moves outbox rows to Kafka in batches; a row is deleted only after Kafka acked it."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        producer: DurableProducer,
-        *,
-        batch_size: int = 500,
-        idle_seconds: float = 0.2,
-        timeout_seconds: float = 30.0,
-        max_backoff_seconds: float = 5.0,
-    ) -> None:
-        self._pool = pool
-        self._producer = producer
-        self._batch_size = batch_size
-        self._idle_seconds = idle_seconds
-        # A batch that takes longer (Kafka or PostgreSQL gone mid-batch) is given up and its
-        # rows unlocked: the next attempt sends them again rather than waiting on a dead peer.
-        self._timeout_seconds = timeout_seconds
-        self._max_backoff_seconds = max_backoff_seconds
+    pool: asyncpg.Pool
+    producer: DurableProducer
+    _: KW_ONLY
+    batch_size: int = 500
+    idle_seconds: float = 0.2
+    # A batch that takes longer (Kafka or PostgreSQL gone mid-batch) is given up and its
+    # rows unlocked: the next attempt sends them again rather than waiting on a dead peer.
+    timeout_seconds: float = 30.0
+    max_backoff_seconds: float = 5.0
 
     async def relay_once(self) -> int:
-        async with asyncio.timeout(self._timeout_seconds):
+        async with asyncio.timeout(self.timeout_seconds):
             return await self._relay_batch()
 
     async def _relay_batch(self) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, topic, key, payload FROM outbox ORDER BY id"
                 " LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch_size,
+                self.batch_size,
             )
             if not rows:
                 return 0
             futures = [
-                await self._producer.send(
+                await self.producer.send(
                     row["topic"], value=orjson.dumps(row["payload"]), key=row["key"].encode()
                 )
                 for row in rows
@@ -150,13 +150,23 @@ class OutboxRelay:
         while True:
             try:
                 sent = await self.relay_once()
-                OUTBOX_LAG.set(await self._pool.fetchval("SELECT count(*) FROM outbox"))
+                OUTBOX_LAG.set(await self.pool.fetchval("SELECT count(*) FROM outbox"))
             except Exception as exc:
                 failures += 1
                 log.warning("outbox_relay_error", error=repr(exc), failures=failures)
-                backoff = self._idle_seconds * 2 ** min(failures, 10)
-                await asyncio.sleep(min(backoff, self._max_backoff_seconds))
+                backoff = self.idle_seconds * 2 ** min(failures, 10)
+                await asyncio.sleep(min(backoff, self.max_backoff_seconds))
                 continue
             failures = 0
-            if sent < self._batch_size:
-                await asyncio.sleep(self._idle_seconds)
+            if sent < self.batch_size:
+                await asyncio.sleep(self.idle_seconds)
+
+
+async def relay_outbox(pool: asyncpg.Pool, bootstrap_servers: str, **options: Any) -> None:
+    """Relay until cancelled, with a producer of its own. It starts lazily, so a Kafka that
+    is away only delays relaying (`OutboxRelay.run` retries); `options` go to `OutboxRelay`."""
+    producer = DurableProducer(bootstrap_servers)
+    try:
+        await OutboxRelay(pool, producer, **options).run()
+    finally:
+        await producer.stop()

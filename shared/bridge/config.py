@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .events import EVENTS_TOPIC
@@ -180,29 +180,12 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator(
-        "siteti_webhook_secrets",
-        "moniepoint_webhook_secrets",
-        "monnify_client_secrets",
-        "paystack_secret_keys",
-        "flutterwave_secret_hashes",
-        "wasaapay_webhook_secrets",
-        "openmarket_private_keys",
-        "generic_webhook_secrets",
-        "admin_api_tokens",
-        "moniepoint_allowed_ips",
-        "monnify_allowed_ips",
-        "paystack_allowed_ips",
-        "flutterwave_allowed_ips",
-        "wasaapay_allowed_ips",
-        "openmarket_allowed_ips",
-        "generic_allowed_ips",
-        "trusted_proxies",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
+    def _split(cls, value: object, info: ValidationInfo) -> object:
+        # Every SecretList (comma-separated in the environment) is split here.
+        name = info.field_name
+        if isinstance(value, str) and name and NoDecode in cls.model_fields[name].metadata:
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -610,7 +610,6 @@ def cli(
         }
     )
     monkeypatch.setattr(cli_dlq, "get_settings", lambda: cli_settings)
-    monkeypatch.delenv("TEMPLATE_RULES_FILE", raising=False)
     runner = CliRunner()
 
     async def invoke(*args: str, input: str | None = None) -> Any:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterable
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import faust
 
+from bridge.audit import relay_outbox
 from bridge.config import Settings, get_settings
 from bridge.logs import get_logger
 from bridge.metrics import render
@@ -29,19 +28,19 @@ from .runtime import Runtime, build_runtime
 
 log = get_logger("dispatcher")
 settings: Settings = get_settings()
-INSTANCE = os.environ.get("DISPATCHER_INSTANCE", f"{socket.gethostname()}-{os.getpid()}")
-DATADIR = Path(os.environ.get("DISPATCHER_DATADIR", f".stack/faust/{INSTANCE}"))
+INSTANCE = settings.dispatcher_instance
+DATADIR = Path(settings.dispatcher_datadir)
 DATADIR.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
 
 app = faust.App(
     # The consumer group: every instance of one deployment shares it.
-    os.environ.get("DISPATCHER_GROUP_ID", "siteti-bridge-dispatcher"),
+    settings.dispatcher_group_id,
     broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
     key_serializer="raw",
     value_serializer="raw",
     web_port=settings.dispatcher_metrics_port,
-    web_bind=os.environ.get("DISPATCHER_HOST", "127.0.0.1"),
-    web_host=os.environ.get("DISPATCHER_HOST", "127.0.0.1"),
+    web_bind=settings.dispatcher_host,
+    web_host=settings.dispatcher_host,
     datadir=str(DATADIR),
     # Stateless: all state lives in Redis and PostgreSQL, so no tables and no leader topic.
     topic_disable_leader=True,
@@ -59,12 +58,17 @@ events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes
 
 
 _runtime: Runtime | None = None
+# The tasks below and the agent ask for the runtime at once on start: one of them builds it.
+_runtime_lock = asyncio.Lock()
 
 
 async def runtime() -> Runtime:
     global _runtime
-    if _runtime is None:
-        _runtime = await build_runtime(settings, instance_id=f"{INSTANCE}-{uuid.uuid4().hex[:8]}")
+    async with _runtime_lock:
+        if _runtime is None:
+            _runtime = await build_runtime(
+                settings, instance_id=f"{INSTANCE}-{uuid.uuid4().hex[:8]}"
+            )
     return _runtime
 
 
@@ -75,7 +79,15 @@ async def dlq_retrier() -> None:
     await Retrier(rt.dispatcher, interval_seconds=settings.dlq_retry_interval_seconds).run()
 
 
+async def outbox_relay() -> None:
+    """Relays the outbox (the dead-letter and audit rows written here) to Kafka, so they go
+    out whether receipts runs or not; relays in other processes skip the rows this one holds."""
+    rt = await runtime()
+    await relay_outbox(rt.pool, settings.kafka_bootstrap_servers)
+
+
 app.task(dlq_retrier)
+app.task(outbox_relay)
 register_admin(app, runtime, settings.admin_api_tokens)
 
 # Offsets are committed only up to the first record not yet settled (see offsets.py).
@@ -136,4 +148,5 @@ async def readyz(web: Any, request: Any) -> Any:
 @app.page("/metrics")
 async def metrics(web: Any, request: Any) -> Any:
     payload, content_type = render()
-    return web.bytes(payload, content_type=content_type)
+    # As a header: aiohttp refuses a content_type argument with a charset (Prometheus's has).
+    return web.bytes(payload, headers={"Content-Type": content_type})

@@ -1,12 +1,9 @@
-"""`python -m ingest`: serve the webhook endpoints."""
+"""`python -m ingest`: serve the webhook endpoints on INGEST_HOST:INGEST_PORT."""
 
 from __future__ import annotations
 
-import os
-
-import uvicorn
-
 from bridge.config import get_settings
+from bridge.edge import serve
 from bridge.logs import configure_logging
 
 from .app import create_app
@@ -15,12 +12,11 @@ from .app import create_app
 def main() -> None:
     settings = get_settings()
     configure_logging("ingest", settings.log_level)
-    uvicorn.run(
+    serve(
         create_app(settings),
-        host=os.environ.get("INGEST_HOST", "127.0.0.1"),
-        port=settings.ingest_port,
+        settings.ingest_host,
+        settings.ingest_port,
         log_level="warning",
-        access_log=False,
         # TRUSTED_PROXIES alone decides whose X-Forwarded-For is believed (ingest.defences);
         # uvicorn's own handling would believe any local peer's.
         proxy_headers=False,

@@ -13,9 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from bridge.config import Settings, get_settings
+from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
 from bridge.kafka import DurableProducer, publish
 from bridge.logs import get_logger
-from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED, render
+from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED
 from bridge.signing import SignatureError
 
 from .defences import ConcurrencyCap, EdgeDefences
@@ -32,26 +33,6 @@ from .providers.base import (
 from .providers.openapi import webhook_openapi
 
 log = get_logger("ingest")
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused as soon as it passes `limit` (before it is all in memory)."""
-    declared = request.headers.get("content-length")
-    # isascii: "²".isdigit() is True, and int("²") raises.
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -101,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             WEBHOOKS_RECEIVED.labels(provider_name, name).inc()
 
         try:
-            body = await read_body(request, settings.max_body_bytes)
+            body = await read_limited_body(request, settings.max_body_bytes)
         except BodyTooLarge:
             outcome("too_large")
             message = f"body is larger than {settings.max_body_bytes} bytes"
@@ -176,23 +157,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         )
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request) -> Response:
-        producer = request.app.state.producer
+    async def ready() -> Readiness:
         try:
-            await producer.check_connection()
+            await app.state.producer.check_connection()
         except Exception as exc:
-            return error(503, f"kafka not reachable: {exc!r}")
-        return JSONResponse({"status": "ready"})
+            return Readiness(False, {"error": f"kafka not reachable: {exc!r}"})
+        return Readiness(True, {"status": "ready"})
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        payload, content_type = render()
-        return Response(payload, media_type=content_type)
+    add_probes(app, ready)
 
     return app
 

@@ -15,14 +15,11 @@ Run: `python -m ingest.flutterwave_standin` (port `FLUTTERWAVE_STANDIN_PORT`, de
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-
-DEFAULT_PORT = 8091
 
 #: kind -> (the API path, what is looked up, the message of Flutterwave's fetch answer)
 KINDS = {
@@ -97,13 +94,12 @@ def _serve(
 
 
 def main() -> None:
-    import uvicorn
-
     from bridge.config import get_settings
+    from bridge.edge import serve
 
-    port = int(os.environ.get("FLUTTERWAVE_STANDIN_PORT", DEFAULT_PORT))
-    app = create_app(get_settings().flutterwave_secret_key)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    settings = get_settings()
+    app = create_app(settings.flutterwave_secret_key)
+    serve(app, "127.0.0.1", settings.flutterwave_standin_port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,9 @@
-"""`python -m receipts`: serve on RECEIPTS_HOST (default 127.0.0.1) and `receipts_port`."""
+"""`python -m receipts`: serve on RECEIPTS_HOST (default 127.0.0.1) and RECEIPTS_PORT."""
 
 from __future__ import annotations
 
-import os
-
-import uvicorn
-
 from bridge.config import get_settings
+from bridge.edge import serve
 from bridge.logs import configure_logging
 
 from .app import create_app
@@ -15,14 +12,8 @@ from .app import create_app
 def main() -> None:
     settings = get_settings()
     configure_logging("receipts", settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=os.environ.get("RECEIPTS_HOST", "127.0.0.1"),
-        port=settings.receipts_port,
-        # Our structlog lines are the log; uvicorn's own config would replace the JSON set-up.
-        log_config=None,
-        access_log=False,
-    )
+    # Our structlog lines are the log; uvicorn's own config would replace the JSON set-up.
+    serve(create_app(settings), settings.receipts_host, settings.receipts_port, log_config=None)
 
 
 if __name__ == "__main__":

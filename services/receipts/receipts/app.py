@@ -14,14 +14,15 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from bridge import audit
 from bridge.config import Settings
 from bridge.db import connect
+from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
 from bridge.kafka import DurableProducer
 from bridge.logs import get_logger
-from bridge.metrics import RECEIPTS, render
+from bridge.metrics import RECEIPTS
 from bridge.signing import SignatureError, verify_siteti_webhook
 
 from .status import summarize
@@ -178,26 +179,6 @@ def _answer(
     return JSONResponse(body, status_code=status)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing more than `limit` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    # isascii: "²".isdigit() is True, and int() refuses it.
-    declared = (declared or "").strip()
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    body = bytearray()
-    # The declared length may be absent (chunked) or wrong: count what actually arrives.
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
-
-
 async def _store(pool: asyncpg.Pool, receipt: Receipt) -> bool:
     """Store a receipt once; False when its event id was already stored (a redelivery)."""
     async with asyncio.timeout(DB_TIMEOUT_SECONDS):
@@ -247,8 +228,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/siteti/webhooks", openapi_extra=_WEBHOOK_OPENAPI, responses=_WEBHOOK_RESPONSES)
     async def siteti_webhook(request: Request) -> JSONResponse:
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-        except _TooLarge:
+            body = await read_limited_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
             limit = settings.max_body_bytes
             return _answer(413, {"error": f"body is larger than {limit} bytes"}, None, "too_large")
         try:
@@ -329,12 +310,7 @@ def create_app(settings: Settings) -> FastAPI:
         status = summarize([e["stage"] for e in entries])
         return JSONResponse({"reference": reference, "status": status, "events": events})
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def ready() -> Readiness:
         failed: dict[str, str] = {}
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
@@ -344,12 +320,9 @@ def create_app(settings: Settings) -> FastAPI:
         if runtime.producer is None:
             failed["kafka"] = runtime.kafka_error
         if failed:
-            return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return Readiness(False, {"status": "unavailable", "failed": failed})
+        return Readiness(True, {"status": "ready"})
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        content, content_type = render()
-        return Response(content, media_type=content_type)
+    add_probes(app, ready)
 
     return app
