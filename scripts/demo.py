@@ -29,7 +29,7 @@ import orjson
 from bridge.config import get_settings
 from bridge.db import connect
 from bridge.signing import js_stringify, sign, standard_webhooks_key
-from ingest.sources.filedrop import reference_prefix
+from ingest.sources.filedrop_reader import reference_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 INGEST = f"http://127.0.0.1:{os.environ.get('INGEST_PORT', '8000')}"

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     # Bearer tokens for the dispatcher's admin HTTP API (/dlq…); none = the API is disabled.
     admin_api_tokens: SecretList = Field(default_factory=list)
 
-    # Sources without webhooks (ingest.sources; docs in ingest/sources/poller.py, filedrop.py).
+    # Sources without webhooks (ingest.sources; docs in ingest/sources/poller.py, docs/filedrop.md).
     # The poller's query (a view or SELECT) whose rows become events; required to run it.
     poller_query: str = ""
     # The database that query runs on (read-only); empty = DATABASE_URL. Tracking stays there.

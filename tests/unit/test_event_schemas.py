@@ -30,7 +30,7 @@ from bridge.events import (
 from ingest.providers import PROVIDERS
 from ingest.providers.base import WebhookRequest
 from ingest.providers.moniepoint import Moniepoint
-from ingest.sources.filedrop import FiledropConfig, plan_file
+from ingest.sources.filedrop_reader import FiledropConfig, plan_file
 from ingest.sources.poller import map_row
 from tests.unit.test_provider_parsing import ADAPTERS, EXPECTED, FIXTURES, load
 

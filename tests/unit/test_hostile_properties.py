@@ -40,7 +40,13 @@ from ingest.providers.generic import Generic, SignatureScheme
 from ingest.providers.moniepoint import Moniepoint
 from ingest.providers.openapi import SIGNATURE_HEADERS
 from ingest.sources import RowError
-from ingest.sources.filedrop import FiledropConfig, FileFormatError, plan_file, read_csv, read_xml
+from ingest.sources.filedrop_reader import (
+    FiledropConfig,
+    FileFormatError,
+    plan_file,
+    read_csv,
+    read_xml,
+)
 from ingest.sources.poller import map_row, prepare
 from tests.unit.test_event_schemas import MONIEPOINT_PAYLOAD, errors, wire
 from tests.unit.test_provider_parsing import ADAPTERS, FIXTURES

@@ -21,7 +21,7 @@ from dispatcher.rules.engine import (
     why_not,
 )
 from dispatcher.rules.model import Condition, Rule, RuleSet, Variable, load_rules
-from ingest.sources.filedrop import FiledropConfig, plan_file
+from ingest.sources.filedrop_reader import FiledropConfig, plan_file
 
 RULES = load_rules()
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,21 +12,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ingest.sources import RowError, as_text, parse_amount, parse_time
-from ingest.sources.filedrop import (
+from ingest.sources.filedrop import next_run, parse_schedule, zone
+from ingest.sources.filedrop_reader import (
     FiledropConfig,
     FileFormatError,
     Record,
     Skipped,
     map_record,
-    next_run,
     parse_columns,
-    parse_schedule,
     parse_status_types,
     plan_file,
     read_csv,
     read_xml,
     reference_prefix,
-    zone,
 )
 from ingest.sources.poller import map_row, prepare, row_hash
 
