@@ -26,6 +26,10 @@ from bridge.db import connect
 from bridge.events import EVENTS_TOPIC
 from bridge.kafka import new_producer
 
+# Helpers that assert on the tests' behalf: pytest explains their failures as it does the
+# tests' own asserts.
+pytest.register_assert_rewrite("tests.e2e.harness", "tests.governor_tools", "tests.provider_tools")
+
 _SESSION = uuid.uuid4().hex[:12]
 os.environ["EVENTS_TOPIC"] = f"test.bridge.events.{_SESSION}"
 # The stack's database is where `make up` keeps its state; the session works in its own.

@@ -293,6 +293,25 @@ def payment(
     return {"event": event, "data": data}
 
 
+def post_payment(pipeline: Pipeline, account: str) -> str:
+    """Posts a new payment.successful webhook for `account` (accepted); its event's reference."""
+    ref = new_reference()
+    assert pipeline.post_moniepoint(payment("payment.successful", account, ref)).status_code == 200
+    return f"moniepoint:{ref}"
+
+
+def make_pair(per_minute: int, **overrides: str) -> Pipeline:
+    """Two dispatcher instances on the shared stack, Siteti (the sandbox) on a plan of
+    `per_minute` calls a minute."""
+    return make_pipeline(
+        stack_env(),
+        dispatchers=2,
+        SITETI_RATE_LIMIT_PER_MINUTE=str(per_minute),
+        SANDBOX_RATE_LIMIT_PER_MINUTE=str(per_minute),
+        **overrides,
+    )
+
+
 def stack_env() -> dict[str, str]:
     lines = (ROOT / ".stack/env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)

@@ -16,7 +16,16 @@ import httpx
 import orjson
 import pytest
 
-from .harness import ROOT, Pipeline, make_pipeline, new_reference, payment, stack_env, wait_for
+from .harness import (
+    ROOT,
+    Pipeline,
+    make_pipeline,
+    new_reference,
+    payment,
+    post_payment,
+    stack_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,11 +91,7 @@ def test_retry_through_the_api_after_siteti_comes_back(pipeline: Pipeline, tmp_p
     account = pipeline.new_customer(tmp_path)
     pipeline.stop("sandbox")  # nothing listens on Siteti's port now
     try:
-        ref = new_reference()
-        assert (
-            pipeline.post_moniepoint(payment("payment.successful", account, ref)).status_code == 200
-        )
-        reference = f"moniepoint:{ref}"
+        reference = post_payment(pipeline, account)
         entry = wait_for(lambda: entry_of(pipeline, reference), timeout=30)
         assert entry["reason"] == "siteti_unavailable"
     finally:

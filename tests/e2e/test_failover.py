@@ -34,15 +34,7 @@ from aiokafka.partitioner import murmur2
 
 from bridge.events import EVENTS_TOPIC
 
-from .harness import (
-    Pipeline,
-    make_pipeline,
-    new_account,
-    new_reference,
-    payment,
-    running,
-    stack_env,
-)
+from .harness import Pipeline, make_pair, new_account, new_reference, payment, running
 from .harness import wait_for as wait_until
 
 pytestmark = pytest.mark.e2e
@@ -62,18 +54,10 @@ RATE_FLOOR = 0.85
 
 @pytest.fixture(scope="module")
 def pair(kafka_bootstrap: str) -> Iterator[Pipeline]:
-    with running(
-        make_pipeline(
-            stack_env(),
-            dispatchers=2,
-            SITETI_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
-            SANDBOX_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
-            # Long enough for the held-up call of `out_of_order` runs to stall its partition.
-            SITETI_TIMEOUT_SECONDS="10",
-            # The shipped group and lease settings (DEDUPE_LEASE_SECONDS 6, session 6 s,
-            # heartbeat 1 s) are what is under test: none is overridden here.
-        )
-    ) as pipeline:
+    # Long enough for the held-up call of `out_of_order` runs to stall its partition. The
+    # shipped group and lease settings (DEDUPE_LEASE_SECONDS 6, session 6 s, heartbeat 1 s)
+    # are what is under test: none is overridden here.
+    with running(make_pair(PLAN_PER_MINUTE, SITETI_TIMEOUT_SECONDS="10")) as pipeline:
         yield pipeline
 
 

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import Pipeline, make_pipeline, new_reference, payment, running, stack_env, wait_for
+from .harness import Pipeline, new_reference, payment, post_payment, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
-    with running(make_pipeline(stack_env())) as pipeline:
-        yield pipeline
 
 
 def test_success_flow(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -118,11 +111,7 @@ async def test_siteti_unreachable_lands_in_dead_letter_store(
     account = pipeline.new_customer(tmp_path)
     pipeline.stop("sandbox")  # nothing listens on Siteti's port now
     try:
-        ref = new_reference()
-        assert (
-            pipeline.post_moniepoint(payment("payment.successful", account, ref)).status_code == 200
-        )
-        reference = f"moniepoint:{ref}"
+        reference = post_payment(pipeline, account)
         wait_for(lambda: "dead_lettered" in pipeline.stages(reference), timeout=30)
         row = await pipeline.fetchrow("SELECT * FROM dead_letters WHERE reference = $1", reference)
         assert row["status"] == "pending"

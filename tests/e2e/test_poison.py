@@ -7,7 +7,6 @@ dead-letter store as `unprocessable`, with its error."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -16,23 +15,9 @@ from aiokafka import AIOKafkaProducer
 
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
 
-from .harness import (
-    Pipeline,
-    make_pipeline,
-    new_account,
-    new_reference,
-    running,
-    stack_env,
-    wait_for,
-)
+from .harness import Pipeline, new_account, new_reference, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
-    with running(make_pipeline(stack_env())) as pipeline:
-        yield pipeline
 
 
 def good(account: str, amount: int) -> CanonicalEvent:

@@ -19,16 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from bridge.events import Customer, EventData, new_event
 
-from .harness import (
-    Pipeline,
-    make_pipeline,
-    new_account,
-    new_reference,
-    payment,
-    running,
-    stack_env,
-    wait_for,
-)
+from .harness import Pipeline, make_pair, new_account, new_reference, payment, running, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,11 +29,8 @@ PLAN_PER_MINUTE = 3000  # 50 calls a second: a burst takes seconds, long enough 
 @pytest.fixture(scope="module")
 def pressure(kafka_bootstrap: str) -> Iterator[Pipeline]:
     with running(
-        make_pipeline(
-            stack_env(),
-            dispatchers=2,
-            SITETI_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
-            SANDBOX_RATE_LIMIT_PER_MINUTE=str(PLAN_PER_MINUTE),
+        make_pair(
+            PLAN_PER_MINUTE,
             DEDUPE_LEASE_SECONDS="5",
             SITETI_MAX_RETRIES="5",
             MISSING_CONTACT_WAIT_SECONDS="5",

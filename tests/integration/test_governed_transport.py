@@ -26,6 +26,7 @@ from dispatcher.siteti import (
     SitetiClient,
     SitetiError,
 )
+from tests.governor_tools import assert_confirmations_go_first
 
 BASE = "http://siteti.test/v2.6"
 KEY, SECRET = "key_1", "secret_1"
@@ -94,13 +95,7 @@ async def test_bulk_priority_travels_to_the_governor(redis: Redis) -> None:
     async def call(name: str, priority: str) -> None:
         await siteti.upsert_contact("234", None, {}, name, priority)  # type: ignore[arg-type]
 
-    bulk = [asyncio.create_task(call(f"bulk-{i}", "bulk")) for i in range(5)]
-    await asyncio.sleep(0.01)
-    confirmations = [asyncio.create_task(call(f"tx-{i}", "transactional")) for i in range(10)]
-    await asyncio.gather(*bulk, *confirmations)
-    last_tx = max(order.index(f"tx-{i}") for i in range(10))
-    assert sum(1 for name in order[:last_tx] if name.startswith("bulk")) <= 2
-    assert all(name.startswith("bulk") for name in order[-3:])
+    await assert_confirmations_go_first(call, order)
 
 
 @pytest.mark.parametrize("status", [429, 503])

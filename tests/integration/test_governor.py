@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from bridge.config import Settings
 from dispatcher.governor import Governor, GovernorConfig
+from tests.governor_tools import assert_confirmations_go_first
 
 
 @pytest.fixture
@@ -78,16 +79,7 @@ async def test_confirmations_go_before_bulk(two_clients: tuple[Redis, Redis]) ->
         await governor.acquire(priority)  # type: ignore[arg-type]
         order.append(name)
 
-    # Bulk arrives first, confirmations a moment later while the schedule is busy.
-    bulk = [asyncio.create_task(call(f"bulk-{i}", "bulk")) for i in range(5)]
-    await asyncio.sleep(0.01)
-    confirmations = [asyncio.create_task(call(f"tx-{i}", "transactional")) for i in range(10)]
-    await asyncio.gather(*bulk, *confirmations)
-    last_tx = max(order.index(f"tx-{i}") for i in range(10))
-    # Before the confirmations came, the schedule was free: bulk took the current slot and the
-    # next (its one-interval horizon). From then on every confirmation went first.
-    assert sum(1 for name in order[:last_tx] if name.startswith("bulk")) <= 2
-    assert all(name.startswith("bulk") for name in order[-3:])
+    await assert_confirmations_go_first(call, order)
 
 
 async def test_bulk_is_not_starved_forever(two_clients: tuple[Redis, Redis]) -> None:

@@ -87,17 +87,16 @@ async def register(client: httpx.AsyncClient, url: str, answer: dict[str, Any]) 
     assert response.status_code == 201, response.text
 
 
+async def assert_refused(
+    payload: dict[str, Any], client: httpx.AsyncClient, settings: Settings, match: str
+) -> None:
+    """confirm() raises a SignatureError (a security alert) that matches `match`."""
+    with pytest.raises(SignatureError, match=match):
+        await Flutterwave().confirm(events_of(payload), client, settings)
+
+
 def test_flutterwave_is_confirming() -> None:
     assert isinstance(Flutterwave(), Confirming)
-
-
-@pytest.mark.parametrize("name", ["charge_completed_successful", "charge_completed_failed"])
-async def test_confirmed_when_flutterwave_agrees(
-    client: httpx.AsyncClient, standin_url: str, settings: Settings, name: str
-) -> None:
-    payload = webhook(name)
-    await register(client, standin_url, verify_answer(payload))
-    await Flutterwave().confirm(events_of(payload), client, settings)
 
 
 async def test_the_contract_vector_is_confirmed(
@@ -141,20 +140,6 @@ MISMATCHES = [
 ]
 
 
-@pytest.mark.parametrize(("field", "changes"), MISMATCHES, ids=[m[0] for m in MISMATCHES])
-async def test_mismatch_is_a_security_alert(
-    client: httpx.AsyncClient,
-    standin_url: str,
-    settings: Settings,
-    field: str,
-    changes: dict[str, Any],
-) -> None:
-    payload = webhook("charge_completed_successful")
-    await register(client, standin_url, tweak(payload, **changes))
-    with pytest.raises(SignatureError, match=field):
-        await Flutterwave().confirm(events_of(payload), client, settings)
-
-
 async def test_failed_charge_claimed_successful_is_refused(
     client: httpx.AsyncClient, standin_url: str, settings: Settings
 ) -> None:
@@ -162,16 +147,14 @@ async def test_failed_charge_claimed_successful_is_refused(
     await register(client, standin_url, verify_answer(genuine))
     forged = copy.deepcopy(genuine)
     forged["data"]["status"] = "successful"
-    with pytest.raises(SignatureError, match="status"):
-        await Flutterwave().confirm(events_of(forged), client, settings)
+    await assert_refused(forged, client, settings, "status")
 
 
 async def test_unknown_transaction_is_a_security_alert(
     client: httpx.AsyncClient, standin_url: str, settings: Settings
 ) -> None:
     payload = webhook("charge_completed_successful")
-    with pytest.raises(SignatureError, match="No transaction was found for this id"):
-        await Flutterwave().confirm(events_of(payload), client, settings)
+    await assert_refused(payload, client, settings, "No transaction was found for this id")
 
 
 async def test_error_status_in_the_answer_is_a_security_alert(
@@ -182,8 +165,7 @@ async def test_error_status_in_the_answer_is_a_security_alert(
     answer["status"] = "error"
     answer["message"] = "Transaction not verified"
     await register(client, standin_url, answer)
-    with pytest.raises(SignatureError, match="not verified"):
-        await Flutterwave().confirm(events_of(payload), client, settings)
+    await assert_refused(payload, client, settings, "not verified")
 
 
 def transfer_answer(payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -200,16 +182,25 @@ async def register_transfer(client: httpx.AsyncClient, url: str, answer: dict[st
     assert response.status_code == 201, response.text
 
 
-@pytest.mark.parametrize("name", ["transfer_completed_successful", "transfer_completed_failed"])
-async def test_transfers_are_confirmed_with_get_a_transfer(
+@pytest.mark.parametrize(
+    "name",
+    [
+        "charge_completed_successful",
+        "charge_completed_failed",
+        "transfer_completed_successful",
+        "transfer_completed_failed",
+    ],
+)
+async def test_confirmed_when_flutterwave_agrees(
     client: httpx.AsyncClient, standin_url: str, settings: Settings, name: str
 ) -> None:
+    """Charges with verify-by-id; transfers with get-a-transfer."""
     payload = webhook(name)
-    # A charge with the same id is no confirmation of a transfer.
     await register(client, standin_url, verify_answer(payload))
-    with pytest.raises(SignatureError, match="No transfer was found for this id"):
-        await Flutterwave().confirm(events_of(payload), client, settings)
-    await register_transfer(client, standin_url, transfer_answer(payload))
+    if name.startswith("transfer_"):
+        # A charge with the same id is no confirmation of a transfer.
+        await assert_refused(payload, client, settings, "No transfer was found for this id")
+        await register_transfer(client, standin_url, transfer_answer(payload))
     await Flutterwave().confirm(events_of(payload), client, settings)
 
 
@@ -223,19 +214,25 @@ TRANSFER_MISMATCHES = [
 
 
 @pytest.mark.parametrize(
-    ("field", "changes"), TRANSFER_MISMATCHES, ids=[m[0] for m in TRANSFER_MISMATCHES]
+    ("kind", "field", "changes"),
+    [("charge", *m) for m in MISMATCHES] + [("transfer", *m) for m in TRANSFER_MISMATCHES],
+    ids=[f"charge-{m[0]}" for m in MISMATCHES] + [f"transfer-{m[0]}" for m in TRANSFER_MISMATCHES],
 )
-async def test_transfer_mismatch_is_a_security_alert(
+async def test_mismatch_is_a_security_alert(
     client: httpx.AsyncClient,
     standin_url: str,
     settings: Settings,
+    kind: str,
     field: str,
     changes: dict[str, Any],
 ) -> None:
-    payload = webhook("transfer_completed_successful")
-    await register_transfer(client, standin_url, transfer_answer(payload, **changes))
-    with pytest.raises(SignatureError, match=field):
-        await Flutterwave().confirm(events_of(payload), client, settings)
+    """A charge (verify-by-id) or a transfer (get-a-transfer) whose answer disagrees."""
+    payload = webhook(f"{kind}_completed_successful")
+    if kind == "charge":
+        await register(client, standin_url, tweak(payload, **changes))
+    else:
+        await register_transfer(client, standin_url, transfer_answer(payload, **changes))
+    await assert_refused(payload, client, settings, field)
 
 
 async def test_transfer_confirmation_needs_the_secret_key(standin_url: str) -> None:

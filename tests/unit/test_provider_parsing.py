@@ -16,30 +16,16 @@ from bridge.events import EVENT_TYPES, CanonicalEvent
 from ingest.providers.base import (
     Ignored,
     PayloadError,
-    Provider,
     WebhookRequest,
     minor_to_decimal,
     phone_digits,
     to_datetime,
     to_decimal,
 )
-from ingest.providers.flutterwave import Flutterwave
-from ingest.providers.generic import Generic, SignatureScheme
-from ingest.providers.monnify import Monnify
-from ingest.providers.openmarket import OpenMarket
-from ingest.providers.paystack import Paystack
-from ingest.providers.wasaapay import WasaaPay
+from tests.provider_tools import ADAPTERS
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "providers"
 
-ADAPTERS: dict[str, Provider] = {
-    "monnify": Monnify(),
-    "paystack": Paystack(),
-    "flutterwave": Flutterwave(),
-    "wasaapay": WasaaPay(),
-    "openmarket": OpenMarket(),
-    "generic": Generic(SignatureScheme()),
-}
 WAT = timezone(timedelta(hours=1))
 
 

@@ -19,25 +19,17 @@ import pytest
 from bridge.config import Settings
 from bridge.signing import SignatureError, js_stringify, sign, standard_webhooks_key
 from ingest.providers import PROVIDERS
-from ingest.providers.base import Provider, WebhookRequest
+from ingest.providers.base import WebhookRequest
 from ingest.providers.flutterwave import Flutterwave
 from ingest.providers.generic import Generic, SignatureScheme
-from ingest.providers.monnify import Monnify
 from ingest.providers.openmarket import OpenMarket
 from ingest.providers.paystack import Paystack
 from ingest.providers.wasaapay import WasaaPay
+from tests.provider_tools import ADAPTERS
 
 VECTORS_PATH = Path(__file__).parents[1] / "fixtures/contracts/signature-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text())["vectors"]
 
-ADAPTERS: dict[str, Provider] = {
-    "monnify": Monnify(),
-    "paystack": Paystack(),
-    "flutterwave": Flutterwave(),
-    "wasaapay": WasaaPay(),
-    "openmarket": OpenMarket(),
-    "generic": Generic(SignatureScheme()),
-}
 #: the headers that carry a signature (WasaaPay's is a body field)
 SIGNATURE_HEADERS = {
     "monnify-signature",
@@ -511,21 +503,19 @@ def test_generic_hmac_prefix_is_required() -> None:
 
 
 def test_generic_scheme_from_settings_normalises_and_validates() -> None:
+    given: dict[str, Any] = {
+        "scheme": "HMAC",
+        "algorithm": "SHA512",
+        "encoding": "Base64",
+        "prefix": "sha512=",
+    }
     settings = Settings(
-        generic_signature_scheme="HMAC",
+        **{f"generic_signature_{name}": value for name, value in given.items()},
         generic_signature_header="X-Acme-Signature",
-        generic_signature_algorithm="SHA512",
-        generic_signature_encoding="Base64",
-        generic_signature_prefix="sha512=",
         generic_timestamp_tolerance_seconds=120,
     )
     assert SignatureScheme.from_settings(settings) == SignatureScheme(
-        scheme="hmac",
-        header="X-Acme-Signature",
-        algorithm="sha512",
-        encoding="base64",
-        prefix="sha512=",
-        tolerance_seconds=120,
+        "hmac", "X-Acme-Signature", "sha512", "base64", "sha512=", tolerance_seconds=120
     )
     for field, value in (
         ("generic_signature_scheme", "jwt"),

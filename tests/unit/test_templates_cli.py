@@ -273,40 +273,38 @@ def test_explain_lists_optional_variables_left_out(tmp_path: Path) -> None:
     )
 
 
-def test_explain_no_rule_matches(tmp_path: Path) -> None:
-    rules = rules_file(
-        tmp_path,
-        """
-        version: 1
-        templates: {t: [amount]}
-        rules:
-          - {name: only_ngn, when: {currency: NGN}, template: t}
-        """,
-    )
-    path = write_event(tmp_path, "payment.successful", currency="XOF")
+@pytest.mark.parametrize(
+    ("templates", "rule", "fields", "expected"),
+    [
+        pytest.param(
+            "[amount]",
+            "{name: only_ngn, when: {currency: NGN}, template: t}",
+            {"currency": "XOF"},
+            [
+                "only_ngn  no: currency is XOF, not NGN",
+                "no rule matches: the dispatcher dead-letters this event as no_template_rule",
+            ],
+            id="no_rule_matches",
+        ),
+        pytest.param(
+            "[amount, next_due_date]",
+            "{name: due, template: t}",
+            {},
+            ["error: rule due: no value for next_due_date"],
+            id="a_missing_required_variable",
+        ),
+    ],
+)
+def test_explain_exits_1(
+    tmp_path: Path, templates: str, rule: str, fields: dict[str, object], expected: list[str]
+) -> None:
+    """No rule matches the event, or the matching rule's template lacks a value."""
+    rules = rules_file(tmp_path, f"version: 1\ntemplates: {{t: {templates}}}\nrules:\n  - {rule}\n")
+    path = write_event(tmp_path, "payment.successful", **fields)
     result = runner.invoke(app, ["explain", str(path), "--rules", str(rules)])
     assert result.exit_code == 1
-    assert "only_ngn  no: currency is XOF, not NGN" in result.output
-    assert "no rule matches: the dispatcher dead-letters this event as no_template_rule" in (
-        result.output
-    )
-
-
-def test_explain_a_missing_required_variable(tmp_path: Path) -> None:
-    rules = rules_file(
-        tmp_path,
-        """
-        version: 1
-        templates: {t: [amount, next_due_date]}
-        rules:
-          - {name: due, template: t}
-        """,
-    )
-    result = runner.invoke(
-        app, ["explain", str(write_event(tmp_path, "payment.successful")), "--rules", str(rules)]
-    )
-    assert result.exit_code == 1
-    assert "error: rule due: no value for next_due_date" in result.output
+    for line in expected:
+        assert line in result.output
 
 
 def test_explain_a_dead_letter_message(tmp_path: Path) -> None:
