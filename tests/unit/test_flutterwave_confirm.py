@@ -1,19 +1,15 @@
-"""Flutterwave "verify before process": `confirm` against the stand-in, over real HTTP."""
+"""Flutterwave "verify before process": `confirm` against the stand-in over HTTP (in-process)."""
 
 from __future__ import annotations
 
 import copy
 import json
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from bridge.config import Settings
 from bridge.events import CanonicalEvent
@@ -27,35 +23,25 @@ SECRET_KEY = "FLWSECK_TEST-standin-0001"
 VECTORS_PATH = Path(__file__).parents[1] / "fixtures/contracts/signature-vectors.json"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The stand-in runs in-process behind httpx's ASGI transport: real HTTP semantics, no port.
+STANDIN_URL = "http://flutterwave-standin.test"
 
 
 @pytest.fixture(scope="module")
-def standin_url() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(SECRET_KEY), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the Flutterwave stand-in did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def standin_url() -> str:
+    return STANDIN_URL
+
+
+@pytest.fixture(scope="module")
+def standin() -> httpx.ASGITransport:
+    return httpx.ASGITransport(app=create_app(SECRET_KEY))
 
 
 @pytest.fixture
-async def client(standin_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as http:
-        await http.delete(f"{standin_url}/_standin/transactions")
-        await http.delete(f"{standin_url}/_standin/transfers")
+async def client(standin: httpx.ASGITransport) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=standin, timeout=5) as http:
+        await http.delete(f"{STANDIN_URL}/_standin/transactions")
+        await http.delete(f"{STANDIN_URL}/_standin/transfers")
         yield http
 
 
@@ -264,14 +250,16 @@ async def test_missing_secret_key_is_unavailable(
         )
 
 
-async def test_unreachable_api_is_unavailable(client: httpx.AsyncClient) -> None:
-    settings = Settings(
-        flutterwave_api_base_url=f"http://127.0.0.1:{free_port()}", flutterwave_secret_key="k"
-    )
-    with pytest.raises(ConfirmationUnavailable, match="failed"):
-        await Flutterwave().confirm(
-            events_of(webhook("charge_completed_successful")), client, settings
-        )
+async def test_unreachable_api_is_unavailable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    settings = Settings(flutterwave_api_base_url=STANDIN_URL, flutterwave_secret_key="k")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as unreachable:
+        with pytest.raises(ConfirmationUnavailable, match="failed"):
+            await Flutterwave().confirm(
+                events_of(webhook("charge_completed_successful")), unreachable, settings
+            )
 
 
 async def test_standin_contract(client: httpx.AsyncClient, standin_url: str) -> None:
