@@ -121,6 +121,10 @@ async def _stop_quietly(producer: AIOKafkaProducer) -> None:
         await asyncio.wait_for(producer.stop(), _STOP_SECONDS)
 
 
+# What the sources publish through: the project's producer, or aiokafka's own (tests).
+Publisher = AIOKafkaProducer | DurableProducer
+
+
 async def publish(
     producer: DurableProducer, topic: str, key: bytes, value: bytes, within: float
 ) -> None:

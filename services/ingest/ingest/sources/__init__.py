@@ -33,10 +33,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, describe, new_event
+from bridge.kafka import Publisher
 
 from ..providers.base import to_decimal
 
@@ -200,7 +200,7 @@ def build_event(
 
 
 async def send_all(
-    producer: AIOKafkaProducer,
+    producer: Publisher,
     events: Sequence[CanonicalEvent],
     within: float,
     topic: str,

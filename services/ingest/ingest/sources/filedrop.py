@@ -20,11 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from bridge.config import Settings
 from bridge.db import connect
-from bridge.kafka import new_producer
+from bridge.kafka import DurableProducer, Publisher
 from bridge.logs import get_logger
 
 from . import (
@@ -191,7 +190,7 @@ class FileDrop:
         self,
         *,
         pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
+        producer: Publisher,
         inbox: Path,
         config: FiledropConfig | None = None,
         settle_seconds: float = 2.0,
@@ -219,7 +218,7 @@ class FileDrop:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, pool: asyncpg.Pool, producer: AIOKafkaProducer
+        cls, settings: Settings, *, pool: asyncpg.Pool, producer: Publisher
     ) -> FileDrop:
         return cls(
             pool=pool,
@@ -444,7 +443,8 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     stopper = Stopper()
     stopper.install()
     pool = await connect(settings.database_url, min_size=1, max_size=4)
-    producer = new_producer(settings.kafka_bootstrap_servers)
+    # Replaces itself if a broker restart leaves it unable to send (bridge.kafka).
+    producer = DurableProducer(settings.kafka_bootstrap_servers)
     await producer.start()
     drop = FileDrop.from_settings(settings, pool=pool, producer=producer)
     log.info(

@@ -65,12 +65,11 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from bridge.config import Settings
 from bridge.db import connect, create_pool
 from bridge.events import CanonicalEvent
-from bridge.kafka import new_producer
+from bridge.kafka import DurableProducer, Publisher
 from bridge.logs import get_logger
 
 from . import EVENT_FIELDS, RowError, Stopper, as_text, build_event, send_all, worker_id
@@ -215,7 +214,7 @@ class Poller:
         *,
         tracking: asyncpg.Pool,
         source_db: asyncpg.Pool,
-        producer: AIOKafkaProducer,
+        producer: Publisher,
         query: str,
         source: str = "dbpoll",
         lease_seconds: float = 300.0,
@@ -244,7 +243,7 @@ class Poller:
         *,
         tracking: asyncpg.Pool,
         source_db: asyncpg.Pool,
-        producer: AIOKafkaProducer,
+        producer: Publisher,
     ) -> Poller:
         return cls(
             tracking=tracking,
@@ -404,7 +403,8 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         if source_url == settings.database_url
         else await create_pool(source_url, min_size=1, max_size=2)
     )
-    producer = new_producer(settings.kafka_bootstrap_servers)
+    # Replaces itself if a broker restart leaves it unable to send (bridge.kafka).
+    producer = DurableProducer(settings.kafka_bootstrap_servers)
     await producer.start()
     poller = Poller.from_settings(
         settings, tracking=tracking, source_db=source_db, producer=producer
