@@ -10,6 +10,7 @@ process (bad times, control characters, over-long text, absurd amounts).
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,16 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from bridge.config import Settings
 from bridge.signing import sign
 from ingest.app import create_app
+from ingest.flutterwave_standin import create_app as create_standin
+from tests.conftest import free_port
 from tests.unit.test_event_schemas import MONIEPOINT_PAYLOAD
-from tests.unit.test_flutterwave_confirm import (  # noqa: F401 (a fixture)
-    SECRET_KEY,
-    standin_url,
-)
+from tests.unit.test_flutterwave_confirm import SECRET_KEY
 from tests.unit.test_providers import wasaapay_body
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,26 @@ def ingest_settings(settings: Settings, **changes: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def client(settings: Settings, events_topic: str, standin_url: str) -> Iterator[TestClient]:  # noqa: F811
+def standin_url() -> Iterator[str]:
+    """The Flutterwave stand-in on a real port: ingest's own HTTP client calls it."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_standin(SECRET_KEY), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the Flutterwave stand-in did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, events_topic: str, standin_url: str) -> Iterator[TestClient]:
     app = create_app(
         ingest_settings(
             settings, flutterwave_api_base_url=standin_url, flutterwave_secret_key=SECRET_KEY
@@ -257,7 +277,7 @@ def test_wasaapay_replay_outside_five_minutes_is_a_bad_signature(
 
 def test_flutterwave_transfer_is_confirmed_before_it_is_accepted(
     client: TestClient,
-    standin_url: str,  # noqa: F811
+    standin_url: str,
 ) -> None:
     transfer_id = int(time.time() * 1000)
     data = {
