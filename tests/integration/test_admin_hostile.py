@@ -35,6 +35,7 @@ from dispatcher import dlq
 from dispatcher.admin import register_admin
 from dispatcher.dedupe import Dedupe
 from dispatcher.directory import Directory
+from dispatcher.outcomes import DeadLettered
 from dispatcher.pipeline import Dispatcher
 from dispatcher.retry import RetryPolicy
 from dispatcher.rules import load_rules
@@ -83,9 +84,7 @@ async def entry_id(pool: asyncpg.Pool) -> int:
     return await dlq.put(
         pool,
         new_event(data, "payment.successful"),
-        reason="missing_contact",
-        status="manual_review",
-        error="no phone number",
+        DeadLettered("missing_contact", "manual_review", "no phone number"),
     )
 
 

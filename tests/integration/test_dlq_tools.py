@@ -443,7 +443,7 @@ async def test_put_moves_the_idempotency_key_generation_only_when_a_key_is_burne
 
     async def put(reason: str) -> dlq.Entry:
         await dlq.put(
-            pg_pool, event, reason=reason, status="pending", error=reason, template_id="t"
+            pg_pool, event, outcomes.DeadLettered(reason, "pending", reason, template_id="t")
         )
         return await entry_for(pg_pool, event)
 

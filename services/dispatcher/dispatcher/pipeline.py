@@ -192,18 +192,7 @@ class Dispatcher:
 
     async def _dead_letter(self, event: CanonicalEvent, dead: DeadLettered) -> DeadLettered:
         """Store the entry, then park the event: copies read later are duplicates."""
-        if dead.reason == UNPROCESSABLE:
-            entry_id = await dlq.put_unprocessable(self.pool, dead.error, event=event)
-        else:
-            entry_id = await dlq.put(
-                self.pool,
-                event,
-                reason=dead.reason,
-                status=dead.status,
-                error=dead.error,
-                retry_in=dead.retry_in,
-                template_id=dead.template_id,
-            )
+        entry_id = await dlq.put(self.pool, event, dead)
         await self.dedupe.park(event.dedupe_key, self.instance_id)
         EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()
         log.warning(
@@ -221,7 +210,7 @@ class Dispatcher:
 
     async def give_up_record(self, record: dlq.RecordPosition, error: str) -> None:
         """Dead-letter a record that is not a canonical event (an older or foreign producer's)."""
-        entry_id = await dlq.put_unprocessable(self.pool, error, record=record)
+        entry_id = await dlq.put_record(self.pool, record, error)
         EVENTS_PROCESSED.labels("invalid", "dead_lettered").inc()
         log.error(
             "dead_lettered",

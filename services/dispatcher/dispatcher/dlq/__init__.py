@@ -31,7 +31,7 @@ from .lifecycle import (
     settle_retry,
     templates_awaited,
 )
-from .store import REKEY_REASONS, RecordPosition, put, put_unprocessable, storable
+from .store import REKEY_REASONS, RecordPosition, put, put_record, storable
 
 __all__ = [
     "CLOSABLE",
@@ -56,7 +56,7 @@ __all__ = [
     "operator_settle",
     "parse_age",
     "put",
-    "put_unprocessable",
+    "put_record",
     "record_retry",
     "recover_stale",
     "release",

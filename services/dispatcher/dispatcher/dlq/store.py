@@ -1,12 +1,12 @@
-"""Writing a dead letter: what the pipeline decided about an event (`put`), or an event or
-record it could not process at all (`put_unprocessable`), with its outbox row (the
-dead-letter topic) and audit entry in the same transaction."""
+"""Writing a dead letter: what the pipeline decided about an event (`put`), or a record that
+is not an event at all (`put_record`), with its outbox row (the dead-letter topic) and audit
+entry in the same transaction."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ from bridge.audit import record
 from bridge.events import DEAD_LETTER_TOPIC, CanonicalEvent
 from bridge.metrics import DEAD_LETTERS
 
-from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, Status
+from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, DeadLettered, Status
 
 # Siteti answers that only the trigger call gives and that say nothing was sent: Siteti keeps
 # that answer under the call's Idempotency-Key, so the next try must use a new key
@@ -25,70 +25,43 @@ from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, Status
 REKEY_REASONS = frozenset({TEMPLATE_NOT_APPROVED, "template_not_found"})
 
 
-async def put(
-    pool: asyncpg.Pool,
-    event: CanonicalEvent,
-    *,
-    reason: str,
-    status: Status,
-    error: str,
-    retry_in: timedelta | None = None,
-    template_id: str | None = None,
-) -> int:
-    """Store (or update) the event's dead-letter entry; returns its id.
+async def put(pool: asyncpg.Pool, event: CanonicalEvent, dead: DeadLettered) -> int:
+    """Store (or update) the event's dead-letter entry as the pipeline decided it; returns
+    its id.
 
-    `template_id` is the Siteti template the message needs (when one was chosen); the
+    `dead.template_id` is the Siteti template the message needs (when one was chosen); the
     retrier asks Siteti about it for `template_not_approved` entries. A first refusal in
     `REKEY_REASONS` burns generation 0 of the Idempotency-Key (a later refusal under a retry
-    burns the retry's generation: `settle_retry`).
+    burns the retry's generation: `settle_retry`). Whatever the event holds is made storable
+    first: an `unprocessable` event may be one PostgreSQL refused (NUL characters).
     """
     return await _store(
         pool,
         _Row(
-            dedupe_key=event.dedupe_key,
-            reference=event.reference,
-            provider=event.data.provider,
-            event_type=event.type,
-            payload=event.model_dump(mode="json"),
-            kafka_key=event.data.customer.key,
-        ),
-        reason=reason,
-        status=status,
-        error=error,
-        next_attempt=datetime.now(UTC) + retry_in if retry_in is not None else None,
-        template_id=template_id,
-    )
-
-
-async def put_unprocessable(
-    pool: asyncpg.Pool,
-    error: str,
-    *,
-    event: CanonicalEvent | None = None,
-    record: RecordPosition | None = None,
-) -> int:
-    """Store an event the pipeline cannot process (reason `unprocessable`, manual review).
-
-    Either the parsed `event` that kept failing (a bug; `bridge dlq retry` re-runs it once
-    fixed), or the raw `record` that is not a canonical event at all (an older or foreign
-    producer's): it is kept as text, with where it was read, for a person to look at.
-    Whatever the record holds is made storable first (PostgreSQL refuses NUL characters).
-    """
-    if event is not None:
-        row = _Row(
             dedupe_key=event.dedupe_key,
             reference=storable(event.reference),
             provider=storable(event.data.provider),
             event_type=storable(event.type),
             payload=storable(event.model_dump(mode="json")),
             kafka_key=storable(event.data.customer.key),
-        )
-    elif record is not None:
-        row = record.as_row()
-    else:
-        raise ValueError("put_unprocessable needs the event or the record")
+        ),
+        reason=dead.reason,
+        status=dead.status,
+        error=storable(dead.error),
+        next_attempt=datetime.now(UTC) + dead.retry_in if dead.retry_in is not None else None,
+        template_id=dead.template_id,
+    )
+
+
+async def put_record(pool: asyncpg.Pool, record: RecordPosition, error: str) -> int:
+    """Store a record that is not a canonical event at all (an older or foreign producer's):
+    `unprocessable`, for a person to look at, kept as text with where it was read."""
     return await _store(
-        pool, row, reason=UNPROCESSABLE, status="manual_review", error=storable(error)
+        pool,
+        record.as_row(),
+        reason=UNPROCESSABLE,
+        status="manual_review",
+        error=storable(error),
     )
 
 
