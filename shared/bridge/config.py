@@ -19,7 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .events import EVENTS_TOPIC
 
-SecretList = Annotated[list[str], NoDecode]
+# A comma-separated list in the environment (secrets, CIDR lists): split, never JSON-decoded.
+CommaList = Annotated[list[str], NoDecode]
 
 
 _ENV_FILE = Path(os.environ.get("BRIDGE_ENV_FILE", ".stack/env"))
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     siteti_base_url: str = "http://127.0.0.1:8090/v2.6/accounts/acc_sandbox"
     siteti_api_key: str = ""
     siteti_signing_secret: str = ""
-    siteti_webhook_secrets: SecretList = Field(default_factory=list)
+    siteti_webhook_secrets: CommaList = Field(default_factory=list)
     siteti_timeout_seconds: float = 10.0
     siteti_rate_limit_per_minute: int = 60
 
@@ -58,13 +59,13 @@ class Settings(BaseSettings):
     siteti_max_retries: int = 5
 
     # Provider secrets
-    moniepoint_webhook_secrets: SecretList = Field(default_factory=list)
-    monnify_client_secrets: SecretList = Field(default_factory=list)
-    paystack_secret_keys: SecretList = Field(default_factory=list)
-    flutterwave_secret_hashes: SecretList = Field(default_factory=list)
-    wasaapay_webhook_secrets: SecretList = Field(default_factory=list)
-    openmarket_private_keys: SecretList = Field(default_factory=list)
-    generic_webhook_secrets: SecretList = Field(default_factory=list)
+    moniepoint_webhook_secrets: CommaList = Field(default_factory=list)
+    monnify_client_secrets: CommaList = Field(default_factory=list)
+    paystack_secret_keys: CommaList = Field(default_factory=list)
+    flutterwave_secret_hashes: CommaList = Field(default_factory=list)
+    wasaapay_webhook_secrets: CommaList = Field(default_factory=list)
+    openmarket_private_keys: CommaList = Field(default_factory=list)
+    generic_webhook_secrets: CommaList = Field(default_factory=list)
     # Flutterwave "verify before process": GET {base}/v3/transactions/{id}/verify, Bearer key.
     flutterwave_api_base_url: str = "http://127.0.0.1:8091"
     flutterwave_secret_key: str = ""
@@ -126,7 +127,7 @@ class Settings(BaseSettings):
     # templates approved since, customers given a number since).
     dlq_retry_interval_seconds: float = 60
     # Bearer tokens for the dispatcher's admin HTTP API (/dlq…); none = the API is disabled.
-    admin_api_tokens: SecretList = Field(default_factory=list)
+    admin_api_tokens: CommaList = Field(default_factory=list)
 
     # Sources without webhooks (ingest.sources; docs in ingest/sources/poller.py, docs/filedrop.md).
     # The poller's query (a view or SELECT) whose rows become events; required to run it.
@@ -163,15 +164,15 @@ class Settings(BaseSettings):
 
     # Ingest edge defences (issue 7; ingest.defences, docs/security.md). CIDR lists are
     # comma-separated, IPv4 and IPv6; an empty allowlist lets every address post.
-    moniepoint_allowed_ips: SecretList = Field(default_factory=list)
-    monnify_allowed_ips: SecretList = Field(default_factory=list)
-    paystack_allowed_ips: SecretList = Field(default_factory=list)
-    flutterwave_allowed_ips: SecretList = Field(default_factory=list)
-    wasaapay_allowed_ips: SecretList = Field(default_factory=list)
-    openmarket_allowed_ips: SecretList = Field(default_factory=list)
-    generic_allowed_ips: SecretList = Field(default_factory=list)
+    moniepoint_allowed_ips: CommaList = Field(default_factory=list)
+    monnify_allowed_ips: CommaList = Field(default_factory=list)
+    paystack_allowed_ips: CommaList = Field(default_factory=list)
+    flutterwave_allowed_ips: CommaList = Field(default_factory=list)
+    wasaapay_allowed_ips: CommaList = Field(default_factory=list)
+    openmarket_allowed_ips: CommaList = Field(default_factory=list)
+    generic_allowed_ips: CommaList = Field(default_factory=list)
     # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies).
-    trusted_proxies: SecretList = Field(default_factory=list)
+    trusted_proxies: CommaList = Field(default_factory=list)
     # Rejected (unauthenticated) requests one client address may make per minute, counted
     # across instances in Redis; validly signed webhooks are never counted. 0 = no limit.
     ingest_ip_limit_per_minute: int = 60
@@ -183,7 +184,7 @@ class Settings(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _split(cls, value: object, info: ValidationInfo) -> object:
-        # Every SecretList (comma-separated in the environment) is split here.
+        # Every CommaList (comma-separated in the environment) is split here.
         name = info.field_name
         if isinstance(value, str) and name and NoDecode in cls.model_fields[name].metadata:
             return [part.strip() for part in value.split(",") if part.strip()]

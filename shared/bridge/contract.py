@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .events import SOURCE_EVENT_TYPES
+
 
 @dataclass(frozen=True)
 class TypeFacts:
@@ -38,22 +40,10 @@ EVENT_DETAILS: dict[str, frozenset[str]] = {
     "rent.overdue": frozenset({"property", "unit", "due_date"}),
     "rent.reminder": frozenset({"property", "unit", "due_date"}),
 }
-# Types whose events come from the database poller or the file drop: every column of the row
-# that is not an EventData field becomes a details key (ingest.sources).
-OPEN_DETAILS_TYPES = frozenset(
-    {
-        "order.completed",
-        "order.shipped",
-        "booking.confirmed",
-        "loan.approved",
-        "rent.overdue",
-        "rent.reminder",
-    }
-)
 
 
 def type_facts(event_type: str) -> TypeFacts:
     fields = frozenset({"reason"}) if event_type.endswith(".failed") else frozenset()
     return TypeFacts(
-        fields, EVENT_DETAILS.get(event_type, frozenset()), event_type in OPEN_DETAILS_TYPES
+        fields, EVENT_DETAILS.get(event_type, frozenset()), event_type in SOURCE_EVENT_TYPES
     )

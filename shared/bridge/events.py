@@ -31,28 +31,10 @@ from pydantic import (
 SCHEMA_VERSION = "1"
 Priority = Literal["transactional", "bulk"]
 
-# Canonical event types. A successful payment from any provider is `payment.successful`.
-# Provider event names are mapped onto these (docs: the provider mapping table); keep the set
-# small and provider-neutral.
-EVENT_TYPES = frozenset(
+# Types of the sources without webhooks (ingest.sources): polled database rows and file
+# drops. Every column of such a row that is not an EventData field becomes a details key.
+SOURCE_EVENT_TYPES = frozenset(
     {
-        "payment.successful",
-        "payment.failed",
-        "transfer.completed",
-        "transfer.failed",
-        "transfer.reversed",
-        "refund.processed",
-        "refund.failed",
-        "subscription.created",
-        "subscription.renewed",
-        "subscription.disabled",
-        "deposit.completed",
-        "deposit.failed",
-        "withdrawal.completed",
-        "withdrawal.failed",
-        "bill.completed",
-        "bill.failed",
-        # Sources without webhooks (ingest.sources): polled database rows and file drops.
         "order.completed",
         "order.shipped",
         "booking.confirmed",
@@ -60,6 +42,33 @@ EVENT_TYPES = frozenset(
         "rent.overdue",
         "rent.reminder",
     }
+)
+
+# Canonical event types. A successful payment from any provider is `payment.successful`.
+# Provider event names are mapped onto these (docs: the provider mapping table); keep the set
+# small and provider-neutral.
+EVENT_TYPES = (
+    frozenset(
+        {
+            "payment.successful",
+            "payment.failed",
+            "transfer.completed",
+            "transfer.failed",
+            "transfer.reversed",
+            "refund.processed",
+            "refund.failed",
+            "subscription.created",
+            "subscription.renewed",
+            "subscription.disabled",
+            "deposit.completed",
+            "deposit.failed",
+            "withdrawal.completed",
+            "withdrawal.failed",
+            "bill.completed",
+            "bill.failed",
+        }
+    )
+    | SOURCE_EVENT_TYPES
 )
 
 
