@@ -26,6 +26,7 @@ from .events import AUDIT_TOPIC
 from .kafka import DurableProducer
 from .logs import get_logger
 from .metrics import OUTBOX_LAG
+from .retry import OUTAGE_BACKOFF
 
 log = get_logger(__name__)
 
@@ -115,7 +116,6 @@ class OutboxRelay:
     # A batch that takes longer (Kafka or PostgreSQL gone mid-batch) is given up and its
     # rows unlocked: the next attempt sends them again rather than waiting on a dead peer.
     timeout_seconds: float = 30.0
-    max_backoff_seconds: float = 5.0
 
     async def relay_once(self) -> int:
         async with asyncio.timeout(self.timeout_seconds):
@@ -144,8 +144,8 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled. Every failure (Kafka or PostgreSQL away, restarting) is
-        retried with a short, capped backoff, so relaying resumes within seconds of their
-        return; it never stops for good."""
+        retried on `OUTAGE_BACKOFF`, so relaying resumes within seconds of their return; it
+        never stops for good."""
         failures = 0
         while True:
             try:
@@ -154,8 +154,7 @@ class OutboxRelay:
             except Exception as exc:
                 failures += 1
                 log.warning("outbox_relay_error", error=repr(exc), failures=failures)
-                backoff = self.idle_seconds * 2 ** min(failures, 10)
-                await asyncio.sleep(min(backoff, self.max_backoff_seconds))
+                await asyncio.sleep(OUTAGE_BACKOFF.delay(failures - 1))
                 continue
             failures = 0
             if sent < self.batch_size:

@@ -31,13 +31,13 @@ from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.db import connect
 from bridge.events import Customer, EventData, new_event
+from bridge.retry import RetryPolicy
 from dispatcher import dlq
 from dispatcher.admin import register_admin
 from dispatcher.dedupe import Dedupe
 from dispatcher.directory import Directory
 from dispatcher.outcomes import DeadLettered
 from dispatcher.pipeline import Dispatcher
-from dispatcher.retry import RetryPolicy
 from dispatcher.rules import load_rules
 from dispatcher.siteti import SitetiClient
 from tests.conftest import free_port

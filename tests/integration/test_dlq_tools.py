@@ -32,6 +32,7 @@ import bridge_cli.dlq as cli_dlq
 from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
+from bridge.retry import RetryPolicy
 from bridge_cli.main import app as cli_app
 from dispatcher import dlq, outcomes
 from dispatcher.admin import AdminAPI, register_admin
@@ -39,7 +40,6 @@ from dispatcher.dedupe import Dedupe
 from dispatcher.directory import Directory, import_csv
 from dispatcher.pipeline import Dispatcher, trigger_key
 from dispatcher.recovery import Retrier, for_entry, retry_entry, retry_id
-from dispatcher.retry import RetryPolicy
 from dispatcher.rules import RuleSet, load_rules
 from dispatcher.siteti import SitetiClient
 from siteti_sandbox import SandboxConfig, create_app

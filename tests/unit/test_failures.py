@@ -7,7 +7,8 @@ import httpx
 import pytest
 import redis.exceptions
 
-from dispatcher.failures import OUTAGE_BACKOFF, describe, is_dependency_outage
+from bridge.retry import OUTAGE_BACKOFF
+from dispatcher.failures import describe, is_dependency_outage
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from bridge.retry import RetryPolicy
 from dispatcher.outcomes import (
     MISSING_CONTACT,
     NO_RULE,
@@ -20,7 +21,6 @@ from dispatcher.outcomes import (
     Unprocessable,
     dead_letter_for,
 )
-from dispatcher.retry import RetryPolicy
 from dispatcher.siteti import SitetiError
 
 POLICY = RetryPolicy(base_seconds=1, factor=2, max_seconds=60, max_retries=5)

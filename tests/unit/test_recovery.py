@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from bridge.retry import RetryPolicy
 from dispatcher import dlq
 from dispatcher.admin import DISABLED, AdminAPI
 from dispatcher.outcomes import Status
 from dispatcher.recovery import RetryOutcome, RetryResult
-from dispatcher.retry import RetryPolicy
 
 
 @pytest.mark.parametrize(

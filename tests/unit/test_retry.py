@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from dispatcher.retry import RetryPolicy, is_transient
+from bridge.retry import RetryPolicy
+from dispatcher.retry import is_transient
 
 
 def test_full_jitter_stays_under_the_exponential_cap() -> None:

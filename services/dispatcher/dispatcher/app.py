@@ -64,6 +64,8 @@ _runtime_lock = asyncio.Lock()
 
 async def runtime() -> Runtime:
     global _runtime
+    if _runtime is not None:  # every event asks: no lock once it is built
+        return _runtime
     async with _runtime_lock:
         if _runtime is None:
             _runtime = await build_runtime(

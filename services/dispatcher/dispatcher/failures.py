@@ -15,17 +15,11 @@ import asyncpg
 import httpx
 import redis.exceptions
 
-from .retry import RetryPolicy
-
 # SQLSTATE classes that say "the server, not the statement": connection exceptions (08),
 # insufficient resources (53), operator intervention such as a restart (57), system errors
 # (58); plus serialization failures and deadlocks (40001, 40P01), which succeed on retry.
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
-
-# Between attempts at one event: short at first (a blip), capped low so that work resumes
-# within seconds of a dependency's return.
-OUTAGE_BACKOFF = RetryPolicy(base_seconds=0.5, factor=2.0, max_seconds=5.0, max_retries=0)
 
 
 def is_dependency_outage(exc: BaseException) -> bool:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, get_args
 
-from .retry import RetryPolicy
+from bridge.retry import RetryPolicy
+
 from .siteti import SitetiError
 
 Status = Literal["pending", "processing", "completed", "failed", "manual_review"]

@@ -19,6 +19,7 @@ from bridge.audit import record_now
 from bridge.events import CanonicalEvent, stable_key
 from bridge.logs import get_logger
 from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED
+from bridge.retry import RetryPolicy
 
 from . import dlq
 from .customers import CustomerRecord
@@ -36,7 +37,6 @@ from .outcomes import (
     Unprocessable,
     dead_letter_for,
 )
-from .retry import RetryPolicy
 from .rules import Choice, MissingVariable, NoRuleMatched, RuleSet, choose
 from .siteti import SitetiClient, SitetiError
 

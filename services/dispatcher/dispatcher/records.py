@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from bridge.events import CanonicalEvent
 from bridge.events import describe as describe_refusal
 from bridge.logs import get_logger
+from bridge.retry import OUTAGE_BACKOFF
 
 from . import dlq
-from .failures import OUTAGE_BACKOFF, describe, is_dependency_outage
+from .failures import describe, is_dependency_outage
 from .pipeline import Dispatcher
 
 log = get_logger("dispatcher")

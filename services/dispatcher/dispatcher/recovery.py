@@ -25,12 +25,12 @@ from pydantic import ValidationError
 
 from bridge.events import CanonicalEvent
 from bridge.logs import get_logger
+from bridge.retry import RetryPolicy
 
 from . import dlq
 from .failures import is_dependency_outage
 from .outcomes import MISSING_CONTACT, Sent
 from .pipeline import Dispatcher
-from .retry import RetryPolicy
 from .siteti import SitetiError
 
 log = get_logger("dispatcher.recovery")

@@ -1,9 +1,6 @@
-"""Retry policy for Siteti calls: exponential backoff with full jitter. Pure."""
+"""Which Siteti answers are worth another try. Pure. (How long to wait: bridge.retry.)"""
 
 from __future__ import annotations
-
-import random
-from dataclasses import dataclass
 
 # Siteti error codes that no retry will fix.
 PERMANENT_CODES = frozenset(
@@ -19,20 +16,6 @@ PERMANENT_CODES = frozenset(
         "contact_not_found",
     }
 )
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    base_seconds: float = 1.0
-    factor: float = 2.0
-    max_seconds: float = 60.0
-    max_retries: int = 5
-
-    def delay(self, retry: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number `retry` (0-based): full jitter over the cap."""
-        # The exponent is bounded so that a long outage's count never overflows a float.
-        ceiling = min(self.max_seconds, self.base_seconds * self.factor ** min(retry, 64))
-        return (rng or random).uniform(0, ceiling)
 
 
 def is_transient(status: int | None, code: str | None) -> bool:

@@ -16,12 +16,12 @@ from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.db import connect
 from bridge.events import stable_key
+from bridge.retry import RetryPolicy
 
 from .dedupe import Dedupe
 from .directory import Directory
 from .governor import Governor, GovernorConfig
 from .pipeline import Dispatcher
-from .retry import RetryPolicy
 from .rules import configured_rules_file, load_rules
 from .siteti import GovernedTransport, MeteredTransport, SitetiAuth, SitetiClient
 

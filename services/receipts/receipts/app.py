@@ -23,6 +23,7 @@ from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
 from bridge.kafka import DurableProducer
 from bridge.logs import get_logger
 from bridge.metrics import RECEIPTS
+from bridge.retry import OUTAGE_BACKOFF
 from bridge.signing import SignatureError, verify_siteti_webhook
 
 from .status import summarize
@@ -142,10 +143,10 @@ class Runtime:
 
 
 async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> DurableProducer:
-    """Start a producer, retrying with a capped backoff: webhooks are stored while Kafka is
+    """Start a producer, retrying on `OUTAGE_BACKOFF`: webhooks are stored while Kafka is
     away, and the outbox holds their audit records until it is back."""
     producer = DurableProducer(bootstrap_servers)
-    delay = 0.5
+    failures = 0
     while True:
         try:
             await producer.start()
@@ -155,9 +156,10 @@ async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> DurablePr
             raise
         except Exception as exc:  # any failure, even a missing codec, is retried and reported
             runtime.kafka_error = repr(exc)
-            log.warning("kafka_unavailable", error=repr(exc), retry_in_seconds=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+            delay = OUTAGE_BACKOFF.delay(failures)
+            failures += 1
+            log.warning("kafka_unavailable", error=repr(exc), retry_in_seconds=round(delay, 3))
+            await asyncio.sleep(delay)
 
 
 async def _relay(runtime: Runtime, bootstrap_servers: str) -> None:

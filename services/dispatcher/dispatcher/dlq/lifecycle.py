@@ -15,9 +15,9 @@ from typing import Literal
 import asyncpg
 
 from bridge.audit import record
+from bridge.retry import RetryPolicy
 
 from ..outcomes import SITETI_UNAVAILABLE, TEMPLATE_NOT_APPROVED, Status
-from ..retry import RetryPolicy
 from .entries import CLOSABLE, ENTRY_COLUMNS, RESOLVABLE, RETRYABLE, Entry
 from .store import REKEY_REASONS
 
