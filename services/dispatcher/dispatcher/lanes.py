@@ -41,7 +41,11 @@ class Lanes(Generic[T]):
             queue.append((item, done))  # its turn is already due, or it is being worked on
             return
         self._queues[key] = deque([(item, done)])
-        self._turns.append(key)  # idle until now: it takes its turn
+        await self._take_turn(key)  # idle until now
+
+    async def _take_turn(self, key: Hashable) -> None:
+        """Put the key at the back of the line and wake a worker for it."""
+        self._turns.append(key)
         async with self._ready:
             self._ready.notify()
 
@@ -58,9 +62,7 @@ class Lanes(Generic[T]):
             await self._handle(item)
             done()
             if queue:
-                self._turns.append(key)  # more of this key: back of the line
-                async with self._ready:
-                    self._ready.notify()
+                await self._take_turn(key)  # more of this key
             else:
                 self._queues.pop(key, None)
 

@@ -127,16 +127,17 @@ class Dispatcher:
         await self.dedupe.confirm(event.dedupe_key)
         EVENT_TO_SEND.observe(max(0.0, time.time() - event.time.timestamp()))
         EVENTS_PROCESSED.labels(event.type, "sent").inc()
+        message_id = answer.body.get("message_id")
+        sent = Sent(message_id if isinstance(message_id, str) else None, answer.replayed)
         log.info(
             "message_dispatched",
             reference=event.reference,
             type=event.type,
             template=choice.template_id,
-            message_id=answer.body.get("message_id"),
-            replayed=answer.replayed,
+            message_id=sent.message_id,
+            replayed=sent.replayed,
         )
-        message_id = answer.body.get("message_id")
-        return Sent(message_id if isinstance(message_id, str) else None, answer.replayed)
+        return sent
 
     async def _find_customer(self, event: CanonicalEvent) -> CustomerRecord | None:
         # The directory may be a moment behind the payment: look again for a few seconds.
