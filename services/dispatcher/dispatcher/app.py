@@ -16,6 +16,7 @@ import faust
 
 from bridge.audit import relay_outbox
 from bridge.config import Settings, get_settings
+from bridge.edge import Readiness
 from bridge.logs import get_logger
 from bridge.metrics import render
 
@@ -135,16 +136,21 @@ async def healthz(web: Any, request: Any) -> Any:
     return web.json({"status": "ok", "instance": INSTANCE})
 
 
-@app.page("/readyz")
-async def readyz(web: Any, request: Any) -> Any:
+async def ready() -> Readiness:
     if _runtime is None:
-        return web.json({"status": "starting"}, status=503)
+        return Readiness(False, {"status": "starting"})
     try:
         await _runtime.pool.fetchval("SELECT 1")
         await _runtime.redis.ping()
     except Exception as exc:
-        return web.json({"status": "not ready", "error": repr(exc)}, status=503)
-    return web.json({"status": "ready", "instance": INSTANCE})
+        return Readiness(False, {"status": "not ready", "error": repr(exc)})
+    return Readiness(True, {"status": "ready", "instance": INSTANCE})
+
+
+@app.page("/readyz")
+async def readyz(web: Any, request: Any) -> Any:
+    answer = await ready()
+    return web.json(answer.body, status=answer.status_code)
 
 
 @app.page("/metrics")

@@ -114,11 +114,13 @@ async def retry_entry(
             # Sent by an earlier attempt whose outcome was never written here.
             done = await dlq.mark(pool, entry.id, "completed")
             await dlq.record_retry(pool, done or entry, ALREADY_SENT.label, by)
-            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome="already_sent")
+            log.info(
+                "dlq_retry", id=entry.id, reference=entry.reference, outcome=ALREADY_SENT.label
+            )
             return ALREADY_SENT
         if state != "reserved":
             await dlq.release(pool, entry)
-            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome="busy")
+            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=BUSY.label)
             return BUSY
 
     try:
