@@ -1,4 +1,4 @@
-"""The default template rules of ../shared/contracts/templates.md, as a table."""
+"""The default template rules of the templates contract (templates.md), as a table."""
 
 from __future__ import annotations
 
