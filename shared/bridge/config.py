@@ -36,6 +36,20 @@ class Settings(BaseSettings):
 
     # Infrastructure
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Kafka connection security (issue 9; bridge.kafka.client_options, docs/security.md), for
+    # every client: ingest's producer, the dispatcher (faust), the relays, topic creation.
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; the mechanism is PLAIN, SCRAM-SHA-256 or
+    # SCRAM-SHA-512. The CA file verifies the brokers; the certificate and key are for mutual TLS.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # Topics with one replica are refused unless this says the cluster is a single broker
+    # (the local stack and tests): production topics need 3 replicas and min.insync.replicas=2.
+    kafka_single_broker: bool = False
     # 1 for the local single broker; 3 on a production cluster.
     kafka_topic_replication_factor: int = 1
     # Where ingest writes and the dispatcher reads canonical events. The name is part of the
@@ -46,7 +60,10 @@ class Settings(BaseSettings):
 
     # Siteti
     siteti_base_url: str = "http://127.0.0.1:8090/v2.6/accounts/acc_sandbox"
+    # The API key Siteti knows us by. SITETI_API_KEYS lists several for a rotation without
+    # downtime: the first is used; on `invalid_api_key` the client moves to the next.
     siteti_api_key: str = ""
+    siteti_api_keys: CommaList = Field(default_factory=list)
     siteti_signing_secret: str = ""
     siteti_webhook_secrets: CommaList = Field(default_factory=list)
     siteti_timeout_seconds: float = 10.0
@@ -126,8 +143,24 @@ class Settings(BaseSettings):
     # Dead-letter store (issue 4): seconds between the retrier's rounds (due `pending` entries,
     # templates approved since, customers given a number since).
     dlq_retry_interval_seconds: float = 60
-    # Bearer tokens for the dispatcher's admin HTTP API (/dlq…); none = the API is disabled.
+    # Bearer tokens with a role (issue 9; bridge.access): `role:token` pairs, the role one of
+    # support, engineering, analyst. They guard GET /audit/…, the admin API and the console.
+    api_tokens: CommaList = Field(default_factory=list)
+    # Plain tokens that act as `engineering` (the admin API's tokens before roles existed).
     admin_api_tokens: CommaList = Field(default_factory=list)
+
+    # Customer data protection (issue 9; bridge.protect, docs/data-protection.md).
+    # AES-256-GCM keys as `id:base64key` pairs, comma-separated, or the path of a file with
+    # one pair per line: the first seals new values, every listed key opens. Never stored
+    # in the database. `bridge keys new` makes one.
+    bridge_data_keys: CommaList = Field(default_factory=list)
+    # The key of the blind index (keyed hashes for look-ups and Kafka keys), base64 of 32
+    # bytes. It is not rotated with the data keys: changing it re-indexes (`bridge keys rotate`).
+    bridge_index_key: str = ""
+    # Audit rows, dead-letter payloads, webhook and file-drop records older than this go.
+    retention_days: int = 90
+    # Seconds between the dispatcher's retention rounds (one instance at a time, by lease).
+    retention_interval_seconds: float = 3600
 
     # Sources without webhooks (ingest.sources; docs in ingest/sources/poller.py, docs/filedrop.md).
     # The poller's query (a view or SELECT) whose rows become events; required to run it.

@@ -5,17 +5,15 @@
 CREATE TABLE IF NOT EXISTS customers (
     id             bigserial PRIMARY KEY,
     account_number text UNIQUE,
-    email          text,
-    phone          text,              -- Siteti format: international digits, no '+'; NULL = unknown
-    name           text,
+    email          text,              -- sealed (bridge.protect): enc:<key id>:<AES-256-GCM>
+    phone          text,              -- sealed; the clear form is Siteti's (digits, no '+'); NULL = unknown
+    name           text,              -- sealed
     tier           text NOT NULL DEFAULT 'first_time' CHECK (tier IN ('first_time', 'returning')),
     late_payments  integer NOT NULL DEFAULT 0 CHECK (late_payments >= 0),
     contact_id     text,              -- Siteti's id, kept after the first upsert
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX IF NOT EXISTS customers_email_key ON customers (lower(email)) WHERE email IS NOT NULL;
-CREATE INDEX IF NOT EXISTS customers_phone_idx ON customers (phone);
 
 -- What could not be delivered, with why, until an operator or the retrier settles it.
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -122,3 +120,34 @@ CREATE TABLE IF NOT EXISTS filedrop_files (
 -- stored answer, 4xx included, for 24 h: after a definite rejection of the trigger call
 -- (template_not_approved, template_not_found: nothing was sent) a retry needs a new key.
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS key_generation integer NOT NULL DEFAULT 0;
+
+-- Issue 9, customer data protection (docs/data-protection.md): numbers, e-mails and names are
+-- sealed (AES-256-GCM, the key id in the value); look-ups go through keyed hashes (blind
+-- index) of the normalised number and the lower-cased e-mail, never the clear value.
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS phone_index text;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS email_index text;
+DROP INDEX IF EXISTS customers_email_key;
+DROP INDEX IF EXISTS customers_phone_idx;
+CREATE UNIQUE INDEX IF NOT EXISTS customers_email_index_key ON customers (email_index)
+    WHERE email_index IS NOT NULL;
+CREATE INDEX IF NOT EXISTS customers_phone_index_idx ON customers (phone_index);
+
+-- Erasure requests (`bridge erase`, POST /erasures): who asked, when, what went, by keyed
+-- hash only. 'pending' until Siteti confirmed the contact's deletion; the retrier retries.
+CREATE TABLE IF NOT EXISTS erasures (
+    id            bigserial PRIMARY KEY,
+    subject_hash  text NOT NULL,        -- keyed hash of the account number or the number
+    subject_kind  text NOT NULL CHECK (subject_kind IN ('account', 'phone')),
+    requested_by  text NOT NULL,        -- the operator or token role that asked
+    status        text NOT NULL CHECK (status IN ('pending', 'done')),
+    contact_ids   text[] NOT NULL DEFAULT '{}',  -- Siteti contacts still to delete
+    removed       jsonb NOT NULL DEFAULT '{}'::jsonb,  -- what was removed, counts and hashes
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    next_attempt_at timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    completed_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS erasures_status_idx ON erasures (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS erasures_subject_idx ON erasures (subject_hash);

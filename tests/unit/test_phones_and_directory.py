@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.directory import parse_row
-from dispatcher.phones import to_siteti
+from bridge.phones import to_siteti
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from bridge.events import Customer
 
 from .customers import TIERS, CustomerRecord
-from .phones import to_siteti
+from bridge.phones import to_siteti
 
 _COLUMNS = "id, account_number, email, phone, name, tier, late_payments, contact_id"
 
