@@ -40,6 +40,10 @@ ensure_local_secrets() {
     add "$name" "$(openssl rand -hex 32)"
   done
   add GENERIC_WEBHOOK_SECRETS "whsec_$(openssl rand -base64 32)"
+  # Data protection (docs/data-protection.md): the sealing key and the blind-index key.
+  add BRIDGE_DATA_KEYS "k$(date -u +%Y%m%d):$(openssl rand -base64 32)"
+  add BRIDGE_INDEX_KEY "$(openssl rand -base64 32)"
+  add API_TOKENS "support:$(openssl rand -hex 24),engineering:$(openssl rand -hex 24),analyst:$(openssl rand -hex 24)"
 }
 
 is_running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }

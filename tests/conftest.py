@@ -9,6 +9,7 @@ a dispatcher started by `make up` never sees a test's events.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import socket
 import uuid
@@ -25,12 +26,17 @@ from bridge.config import Settings, get_settings
 from bridge.db import connect
 from bridge.events import EVENTS_TOPIC
 from bridge.kafka import new_producer
+from bridge.protect import new_key_entry
 
 # Helpers that assert on the tests' behalf: pytest explains their failures as it does the
 # tests' own asserts.
 pytest.register_assert_rewrite("tests.e2e.harness", "tests.governor_tools", "tests.provider_tools")
 
 _SESSION = uuid.uuid4().hex[:12]
+# The session's data-protection keys (every process the tests start inherits them): fresh,
+# so nothing a test stores is readable with another run's keys.
+os.environ.setdefault("BRIDGE_DATA_KEYS", new_key_entry(f"t{_SESSION[:6]}"))
+os.environ.setdefault("BRIDGE_INDEX_KEY", base64.b64encode(os.urandom(32)).decode())
 os.environ["EVENTS_TOPIC"] = f"test.bridge.events.{_SESSION}"
 # The stack's database is where `make up` keeps its state; the session works in its own.
 _STACK_DATABASE_URL = Settings().database_url

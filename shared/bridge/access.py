@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from .config import Settings
 
@@ -52,7 +52,7 @@ class Tokens:
                 )
             if len(token) < 16:
                 raise TokenConfigError(f"API_TOKENS entry {position}: the token is under 16 chars")
-            hashes.append((_digest(token), cast(Role, role)))
+            hashes.append((_digest(token), role))
         hashes.extend((_digest(token), "engineering") for token in admin_tokens if token)
         return cls(tuple(hashes))
 
