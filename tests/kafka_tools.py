@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bridge.config import get_settings
 from bridge.events import CanonicalEvent
+from bridge.protect import sealer
 
 
 @asynccontextmanager
@@ -66,3 +67,8 @@ async def collect(
                 if event.subject.startswith(subject_prefix):
                     found.append(event)
     return found
+
+
+def record_of(event: CanonicalEvent) -> tuple[bytes, bytes]:
+    """The (key, value) ingest would publish for `event`: number sealed, key a keyed hash."""
+    return sealer(get_settings())(event)

@@ -15,6 +15,7 @@ order within one relay's batch, not across relays.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,17 +55,23 @@ async def record(
     source: str,
     detail: dict[str, Any],
     occurred_at: datetime | None = None,
+    customer_hash: str | None = None,
 ) -> None:
-    """Append one audit row and its outbox row. Call inside a transaction."""
+    """Append one audit row and its outbox row. Call inside a transaction.
+
+    `customer_hash` (bridge.protect.customer_key) says whose transaction it is, so that an
+    erasure finds the row; it is not relayed.
+    """
     when = occurred_at or datetime.now(UTC)
     await conn.execute(
-        "INSERT INTO audit_log (reference, stage, source, occurred_at, detail)"
-        " VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit_log (reference, stage, source, occurred_at, detail, customer_hash)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         reference,
         stage,
         source,
         when,
         detail,
+        customer_hash,
     )
     message = {
         "reference": reference,
@@ -161,10 +168,17 @@ class OutboxRelay:
                 await asyncio.sleep(self.idle_seconds)
 
 
-async def relay_outbox(pool: asyncpg.Pool, bootstrap_servers: str, **options: Any) -> None:
+async def relay_outbox(
+    pool: asyncpg.Pool,
+    bootstrap_servers: str,
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> None:
     """Relay until cancelled, with a producer of its own. It starts lazily, so a Kafka that
-    is away only delays relaying (`OutboxRelay.run` retries); `options` go to `OutboxRelay`."""
-    producer = DurableProducer(bootstrap_servers)
+    is away only delays relaying (`OutboxRelay.run` retries); `kafka_options` are the
+    connection's security (`bridge.kafka.client_options`), `options` go to `OutboxRelay`."""
+    producer = DurableProducer(bootstrap_servers, kafka_options)
     try:
         await OutboxRelay(pool, producer, **options).run()
     finally:

@@ -1,8 +1,9 @@
 """The canonical event: CloudEvents 1.0 structured JSON, one shape for every source.
 
 Consumers read `type` (e.g. `payment.successful`), `subject` (the Siteti reference
-`<provider>:<transaction reference>`) and `data` (`EventData`). The Kafka key is
-`data.customer.key`, so one customer's events stay on one partition, in order.
+`<provider>:<transaction reference>`) and `data` (`EventData`). On the topic, a number the
+source gave is sealed and the Kafka key is a keyed hash of the customer (bridge.protect), so
+one customer's events stay on one partition, in order, and no clear number leaves the edge.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class Customer(BaseModel):
 
     @property
     def key(self) -> str:
-        """The partition key: the most stable identifier the source gave."""
+        """The most stable identifier the source gave (in clear: never a Kafka key as such)."""
         if self.account_number:
             return f"acct:{self.account_number}"
         if self.email:
@@ -282,10 +283,6 @@ class CanonicalEvent(BaseModel):
     def dedupe_key(self) -> str:
         # The type is part of it: a failed attempt and its successful retry share a reference.
         return f"{self.subject}:{self.type}"
-
-    @property
-    def partition_key(self) -> bytes:
-        return self.data.customer.key.encode()
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))

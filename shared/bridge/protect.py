@@ -20,8 +20,9 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -48,13 +49,12 @@ class SealError(ValueError):
 
 
 def _b64decode(text: str) -> bytes:
+    """Standard or URL-safe base64, strictly: a typo is an error, not a shorter key."""
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            return base64.urlsafe_b64decode(text)
-        except (binascii.Error, ValueError) as exc:
-            raise KeyConfigError("is not base64") from exc
+        altchars = b"-_" if ("-" in text or "_" in text) else None
+        return base64.b64decode(text, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KeyConfigError("is not base64") from exc
 
 
 def _parse_key(entry: str) -> tuple[str, bytes]:
@@ -217,3 +217,11 @@ def sealed_record(event: CanonicalEvent, keys: DataKeys, region: str) -> tuple[b
         data = event.data.model_copy(update={"customer": customer})
         event = event.model_copy(update={"data": data})
     return key, event.to_json()
+
+
+#: What the edges publish through: an event → its (Kafka key, value), number sealed.
+Sealer = Callable[[CanonicalEvent], tuple[bytes, bytes]]
+
+
+def sealer(settings: Settings) -> Sealer:
+    return partial(sealed_record, keys=data_keys(settings), region=settings.default_country)

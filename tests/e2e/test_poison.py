@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
+from tests.kafka_tools import record_of
 
 from .harness import Pipeline, new_account, new_reference, wait_for
 
@@ -72,13 +73,13 @@ async def test_poison_records_are_dead_lettered_and_good_events_flow(
     try:
         # Poison between the first customer's good events, on its key (same partition and
         # lane), and the other customer's events interleaved.
-        key = sequence[0].partition_key
+        key = record_of(sequence[0])[0]
         for index, event in enumerate(sequence):
             await producer.send(topic, event.to_json(), key=key)
             for record in bad[index * 2 : index * 2 + 2]:
                 await producer.send(topic, record, key=key)
             if index < len(others):
-                await producer.send(topic, others[index].to_json(), key=others[index].partition_key)
+                await producer.send(topic, others[index].to_json(), key=record_of(others[index])[0])
         await producer.flush()
     finally:
         await producer.stop()

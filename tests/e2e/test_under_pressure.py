@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from bridge.events import Customer, EventData, new_event
+from tests.kafka_tools import record_of
 
 from .harness import Pipeline, make_pair, new_account, new_reference, payment, running, wait_for
 
@@ -274,7 +275,7 @@ async def test_confirmations_overtake_bulk_work(
     try:
         for event in bulk:
             await producer.send(
-                pressure.env["EVENTS_TOPIC"], event.to_json(), key=event.partition_key
+                pressure.env["EVENTS_TOPIC"], event.to_json(), key=record_of(event)[0]
             )
         await producer.flush()
     finally:

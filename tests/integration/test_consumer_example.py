@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
 from bridge.kafka import new_producer
+from tests.kafka_tools import record_of
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,7 @@ async def test_example_consumer_receives_and_validates_an_event(
 ) -> None:
     example = load_example()
     sent = event("payment.successful")
-    await produce(kafka_bootstrap, topic, [sent.to_json()], sent.partition_key)
+    await produce(kafka_bootstrap, topic, [sent.to_json()], record_of(sent)[0])
     group = f"test-consumer-example-{uuid.uuid4().hex[:8]}"
     handled = await asyncio.wait_for(
         example.main(max_events=1, group_id=group, topic=topic, bootstrap_servers=kafka_bootstrap),
@@ -113,7 +114,7 @@ async def test_example_consumer_skips_invalid_and_dedupes(kafka_bootstrap: str, 
         first.to_json(),
         second.to_json(),
     ]
-    await produce(kafka_bootstrap, topic, values, first.partition_key)
+    await produce(kafka_bootstrap, topic, values, record_of(first)[0])
     group = f"test-consumer-example-{uuid.uuid4().hex[:8]}"
     handled = await asyncio.wait_for(
         example.main(max_events=2, group_id=group, topic=topic, bootstrap_servers=kafka_bootstrap),

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.directory import parse_row
 from bridge.phones import to_siteti
+from dispatcher.directory import parse_row
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,6 @@ def test_parse_fixture(expect: Expect) -> None:
     assert str(data.amount) == expect.amount
     assert data.currency == expect.currency
     assert data.customer.key == expect.customer_key
-    assert event.partition_key == expect.customer_key.encode()
     assert data.customer.phone == PHONES.get((expect.provider, expect.fixture), data.customer.phone)
     for name, value in expect.fields.items():
         assert getattr(data, name) == value, name

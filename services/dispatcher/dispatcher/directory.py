@@ -3,71 +3,109 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
 
-from bridge.events import Customer
+from bridge.events import CanonicalEvent, Customer
+from bridge.phones import to_siteti
+from bridge.protect import DataKeys, Kind, customer_key
 
 from .customers import TIERS, CustomerRecord
-from bridge.phones import to_siteti
 
 _COLUMNS = "id, account_number, email, phone, name, tier, late_payments, contact_id"
+_CACHE = "bridge:customer"
+_SEALED: tuple[Kind, ...] = ("phone", "email", "name")
 
 
-def _cache_keys(customer: Customer) -> list[tuple[str, str, str]]:
-    """(cache key, column, value) for each identifier the event carries, best first."""
-    keys = []
-    if customer.account_number:
-        keys.append(
-            (
-                f"bridge:customer:acct:{customer.account_number}",
-                "account_number",
-                customer.account_number,
-            )
-        )
-    if customer.email:
-        email = customer.email.lower()
-        keys.append((f"bridge:customer:email:{email}", "lower(email)", email))
+def cache_keys(account_number: str | None, email_index: str | None) -> list[str]:
+    """The Redis keys a customer's cached record may sit under (e-mails by keyed hash)."""
+    keys = [f"{_CACHE}:acct:{account_number}"] if account_number else []
+    if email_index:
+        keys.append(f"{_CACHE}:email:{email_index}")
     return keys
 
 
+def _opened(row: Mapping[str, Any], keys: DataKeys) -> CustomerRecord:
+    """A directory row (sealed values, as stored and cached) as a record in clear."""
+    values = dict(row)
+    for kind in _SEALED:
+        if values[kind] is not None:
+            values[kind] = keys.open(values[kind], kind)
+    return CustomerRecord(**values)
+
+
 class Directory:
+    """Look-ups by account number, or by keyed hash of the e-mail or the number. Rows and the
+    Redis cache hold sealed values only; records are opened in memory, for one event."""
+
     def __init__(
-        self, pool: asyncpg.Pool, redis: Redis, cache_ttl_seconds: int, region: str
+        self,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        keys: DataKeys,
+        cache_ttl_seconds: int,
+        region: str,
     ) -> None:
         self._pool = pool
         self._redis = redis
+        self._keys = keys
         self._ttl = cache_ttl_seconds
         self._region = region
+
+    def customer_hash(self, event: CanonicalEvent) -> str:
+        """Whose event this is, as a keyed hash (its Kafka key): dead letters and audit rows
+        carry it so that an erasure finds them."""
+        return customer_key(event, self._keys, self._region)
+
+    def _lookups(self, customer: Customer) -> list[tuple[str, str, str]]:
+        """(cache key, column, value) for each identifier the event carries, best first."""
+        found = []
+        if customer.account_number:
+            found.append(
+                (
+                    cache_keys(customer.account_number, None)[0],
+                    "account_number",
+                    customer.account_number,
+                )
+            )
+        if customer.email:
+            index = self._keys.email_index(customer.email)
+            found.append((cache_keys(None, index)[0], "email_index", index))
+        return found
 
     async def find(self, customer: Customer) -> CustomerRecord | None:
         """The directory's record for this customer, or one built from the event's own phone.
 
         Only hits are cached: a miss may be the database a moment behind the payment.
         """
-        for cache_key, column, value in _cache_keys(customer):
+        for cache_key, column, value in self._lookups(customer):
             cached = await self._redis.get(cache_key)
             if cached is not None:
-                return CustomerRecord(**orjson.loads(cached))
+                return _opened(orjson.loads(cached), self._keys)
             row = await self._pool.fetchrow(
                 f"SELECT {_COLUMNS} FROM customers WHERE {column} = $1",  # noqa: S608 - fixed columns
                 value,
             )
             if row is not None:
-                record = CustomerRecord(**dict(row))
-                await self._redis.set(cache_key, orjson.dumps(asdict(record)), ex=self._ttl)
-                return record
-        phone = to_siteti(customer.phone, self._region, trusted=True)
+                await self._redis.set(cache_key, orjson.dumps(dict(row)), ex=self._ttl)
+                return _opened(row, self._keys)
+        given = self._keys.open(customer.phone, "phone") if customer.phone else None
+        phone = to_siteti(given, self._region, trusted=True)
         if phone is None:
             return None
         # Sources that give the number (WasaaPay, Open Market): the directory may still know more.
-        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM customers WHERE phone = $1", phone)  # noqa: S608
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM customers WHERE phone_index = $1",  # noqa: S608
+            self._keys.phone_index(phone),
+        )
         if row is not None:
-            return CustomerRecord(**dict(row))
+            return _opened(row, self._keys)
         return CustomerRecord(
             None, None, customer.email, phone, customer.name, "first_time", 0, None
         )
@@ -83,9 +121,10 @@ class Directory:
         await self.forget(record)
 
     async def forget(self, record: CustomerRecord) -> None:
-        keys = _cache_keys(Customer(account_number=record.account_number, email=record.email))
-        if keys:
-            await self._redis.delete(*(k for k, _, _ in keys))
+        email_index = self._keys.email_index(record.email) if record.email else None
+        stale = cache_keys(record.account_number, email_index)
+        if stale:
+            await self._redis.delete(*stale)
 
 
 @dataclass
@@ -121,39 +160,60 @@ def parse_row(row: dict[str, str], region: str) -> tuple[dict[str, object] | Non
     }, None
 
 
+def sealed_row(values: Mapping[str, Any], keys: DataKeys) -> dict[str, Any]:
+    """`parse_row`'s values as stored: number, e-mail and name sealed, with keyed hashes of
+    the number and the e-mail for look-ups."""
+    phone, email, name = values["phone"], values["email"], values["name"]
+    return {
+        "account_number": values["account_number"],
+        "email": keys.seal(email, "email") if email else None,
+        "email_index": keys.email_index(email) if email else None,
+        "phone": keys.seal(phone, "phone") if phone else None,
+        "phone_index": keys.phone_index(phone) if phone else None,
+        "name": keys.seal(name, "name") if name else None,
+        "tier": values["tier"],
+        "late_payments": values["late_payments"],
+    }
+
+
+# A changed number (by keyed hash) makes Siteti's contact id stale: it is upserted again.
 _UPSERT_BY_ACCOUNT = """
-INSERT INTO customers (account_number, email, phone, name, tier, late_payments)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO customers
+  (account_number, email, email_index, phone, phone_index, name, tier, late_payments)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (account_number) DO UPDATE SET
-  email = EXCLUDED.email, phone = EXCLUDED.phone, name = EXCLUDED.name, tier = EXCLUDED.tier,
+  email = EXCLUDED.email, email_index = EXCLUDED.email_index, phone = EXCLUDED.phone,
+  phone_index = EXCLUDED.phone_index, name = EXCLUDED.name, tier = EXCLUDED.tier,
   late_payments = EXCLUDED.late_payments,
-  contact_id = CASE WHEN customers.phone IS DISTINCT FROM EXCLUDED.phone THEN NULL
+  contact_id = CASE WHEN customers.phone_index IS DISTINCT FROM EXCLUDED.phone_index THEN NULL
                     ELSE customers.contact_id END,
   updated_at = now()
 """
 _UPSERT_BY_EMAIL = _UPSERT_BY_ACCOUNT.replace(
-    "ON CONFLICT (account_number)", "ON CONFLICT (lower(email)) WHERE email IS NOT NULL"
+    "ON CONFLICT (account_number)", "ON CONFLICT (email_index) WHERE email_index IS NOT NULL"
 )
 
 
-async def import_csv(pool: asyncpg.Pool, redis: Redis, path: Path, region: str) -> ImportReport:
+async def import_csv(
+    pool: asyncpg.Pool, redis: Redis, keys: DataKeys, path: Path, region: str
+) -> ImportReport:
     report = ImportReport()
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         for line_number, row in enumerate(csv.DictReader(handle), start=2):
             values, problem = parse_row(row, region)
             if values is None:
                 report.rejected.append((line_number, problem or "invalid"))
                 continue
-            rows.append(values)
+            rows.append(sealed_row(values, keys))
     async with pool.acquire() as conn, conn.transaction():
-        for values in rows:
-            statement = _UPSERT_BY_ACCOUNT if values["account_number"] else _UPSERT_BY_EMAIL
-            await conn.execute(statement, *values.values())
-    for values in rows:
+        for sealed in rows:
+            statement = _UPSERT_BY_ACCOUNT if sealed["account_number"] else _UPSERT_BY_EMAIL
+            await conn.execute(statement, *sealed.values())
+    for sealed in rows:
         report.imported += 1
-        report.without_phone += values["phone"] is None
-        keys = _cache_keys(Customer(account_number=values["account_number"], email=values["email"]))  # type: ignore[arg-type]
-        if keys:
-            await redis.delete(*(k for k, _, _ in keys))
+        report.without_phone += sealed["phone"] is None
+        stale = cache_keys(sealed["account_number"], sealed["email_index"])
+        if stale:
+            await redis.delete(*stale)
     return report

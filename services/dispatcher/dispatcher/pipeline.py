@@ -85,6 +85,7 @@ class Dispatcher:
             stage="received",
             source="dispatcher",
             occurred_at=event.time,
+            customer_hash=self.directory.customer_hash(event),
             detail={"type": event.type, "event_id": event.id, "amount": str(event.data.amount)},
         )
         return await self.deliver(event)
@@ -193,7 +194,7 @@ class Dispatcher:
 
     async def _dead_letter(self, event: CanonicalEvent, dead: DeadLettered) -> DeadLettered:
         """Store the entry, then park the event: copies read later are duplicates."""
-        entry_id = await dlq.put(self.pool, event, dead)
+        entry_id = await dlq.put(self.pool, event, dead, self.directory.customer_hash(event))
         await self.dedupe.park(event.dedupe_key, self.instance_id)
         EVENTS_PROCESSED.labels(event.type, "dead_lettered").inc()
         log.warning(
@@ -237,6 +238,7 @@ class Dispatcher:
             stage="dispatched",
             source="dispatcher",
             occurred_at=datetime.now(UTC),
+            customer_hash=self.directory.customer_hash(event),
             detail={
                 "type": event.type,
                 "rule": choice.rule,

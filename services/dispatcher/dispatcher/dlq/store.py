@@ -14,6 +14,7 @@ import orjson
 
 from bridge.audit import record
 from bridge.events import DEAD_LETTER_TOPIC, CanonicalEvent
+from bridge.logs import mask_text
 from bridge.metrics import DEAD_LETTERS
 
 from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, DeadLettered, Status
@@ -25,9 +26,12 @@ from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, DeadLettered, Statu
 REKEY_REASONS = frozenset({TEMPLATE_NOT_APPROVED, "template_not_found"})
 
 
-async def put(pool: asyncpg.Pool, event: CanonicalEvent, dead: DeadLettered) -> int:
+async def put(
+    pool: asyncpg.Pool, event: CanonicalEvent, dead: DeadLettered, customer_hash: str
+) -> int:
     """Store (or update) the event's dead-letter entry as the pipeline decided it; returns
-    its id.
+    its id. `customer_hash` is the event's Kafka key (bridge.protect.customer_key): the
+    dead-letter topic's key, and how an erasure finds the entry.
 
     `dead.template_id` is the Siteti template the message needs (when one was chosen); the
     retrier asks Siteti about it for `template_not_approved` entries. A first refusal in
@@ -43,7 +47,7 @@ async def put(pool: asyncpg.Pool, event: CanonicalEvent, dead: DeadLettered) -> 
             provider=storable(event.data.provider),
             event_type=storable(event.type),
             payload=storable(event.model_dump(mode="json")),
-            kafka_key=storable(event.data.customer.key),
+            customer_hash=customer_hash,
         ),
         reason=dead.reason,
         status=dead.status,
@@ -92,7 +96,8 @@ class RecordPosition:
                 "partition": self.partition,
                 "offset": self.offset,
             },
-            kafka_key=storable((self.key or b"").decode("utf-8", errors="backslashreplace")),
+            # The record's key, when it is ours, is the customer's keyed hash already.
+            customer_hash=storable((self.key or b"").decode("utf-8", errors="backslashreplace")),
         )
 
 
@@ -130,7 +135,7 @@ class _Row:
     provider: str
     event_type: str
     payload: dict[str, Any]
-    kafka_key: str
+    customer_hash: str
 
 
 async def _store(
@@ -143,13 +148,15 @@ async def _store(
     next_attempt: datetime | None = None,
     template_id: str | None = None,
 ) -> int:
+    # Siteti's or a dependency's words may quote a number (`invalid_phone: 234…`).
+    error = mask_text(error)
     async with pool.acquire() as conn, conn.transaction():
         entry_id: int = await conn.fetchval(
             """
             INSERT INTO dead_letters
               (dedupe_key, reference, provider, event_type, payload, status, reason, last_error,
-               next_attempt_at, template_id, key_generation)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+               next_attempt_at, template_id, key_generation, customer_hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             ON CONFLICT (dedupe_key) DO UPDATE SET
               status = EXCLUDED.status, reason = EXCLUDED.reason, last_error = EXCLUDED.last_error,
               next_attempt_at = EXCLUDED.next_attempt_at, template_id = EXCLUDED.template_id,
@@ -169,11 +176,12 @@ async def _store(
             next_attempt,
             template_id,
             1 if reason in REKEY_REASONS else 0,
+            row.customer_hash,
         )
         await conn.execute(
             "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)",
             DEAD_LETTER_TOPIC.name,
-            row.kafka_key,
+            row.customer_hash,
             {
                 "id": entry_id,
                 "reason": reason,
@@ -187,6 +195,7 @@ async def _store(
             reference=row.reference,
             stage="dead_lettered",
             source="dispatcher",
+            customer_hash=row.customer_hash,
             detail={
                 "id": entry_id,
                 "reason": reason,

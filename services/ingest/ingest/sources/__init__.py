@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, describe, new_event
 from bridge.kafka import Publisher
+from bridge.protect import Sealer
 
 from ..providers.base import to_decimal
 
@@ -204,6 +205,7 @@ async def send_all(
     events: Sequence[CanonicalEvent],
     within: float,
     topic: str,
+    seal: Sealer,
 ) -> list[BaseException | None]:
     """Publish `events` in order and wait for the broker's acknowledgements (acks=all).
 
@@ -214,9 +216,10 @@ async def send_all(
     results: list[BaseException | None] = [None] * len(events)
     pending: dict[asyncio.Future[Any], int] = {}
     for index, event in enumerate(events):
+        key, value = seal(event)
         try:
             future = await asyncio.wait_for(
-                producer.send(topic, value=event.to_json(), key=event.partition_key),
+                producer.send(topic, value=value, key=key),
                 within,
             )
         except Exception as exc:

@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import orjson
 
-from bridge.config import Settings
+from bridge.config import Settings, get_settings
 from bridge.db import connect
-from bridge.kafka import DurableProducer, Publisher
+from bridge.kafka import DurableProducer, Publisher, client_options
 from bridge.logs import get_logger
+from bridge.protect import Sealer, sealer
 
 from . import (
     WAT,
@@ -198,6 +199,7 @@ class FileDrop:
         max_bytes: int = 50 * 1024 * 1024,
         send_timeout: float = 10.0,
         topic: str,
+        seal: Sealer | None = None,
         owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -210,6 +212,8 @@ class FileDrop:
         self.max_bytes = max_bytes
         self.send_timeout = send_timeout
         self.topic = topic
+        # The number a row gives is sealed before it leaves (bridge.protect).
+        self.seal = seal or sealer(get_settings())
         self.owner = owner or worker_id()
         self.clock = clock
         self._seen: dict[str, _Seen] = {}
@@ -230,6 +234,7 @@ class FileDrop:
             max_bytes=settings.filedrop_max_bytes,
             send_timeout=settings.kafka_send_timeout_seconds,
             topic=settings.events_topic,
+            seal=sealer(settings),
         )
 
     # -- scanning --
@@ -329,7 +334,11 @@ class FileDrop:
         events = [event for _, event in plan.events]
         for chunk in chunked(events, _SEND_CHUNK):
             errors = [
-                e for e in await send_all(self.producer, chunk, self.send_timeout, self.topic) if e
+                e
+                for e in await send_all(
+                    self.producer, chunk, self.send_timeout, self.topic, self.seal
+                )
+                if e
             ]
             if errors:
                 # Not moved: the next scan re-claims it at once and re-sends (same event ids).
@@ -444,7 +453,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
     stopper.install()
     pool = await connect(settings.database_url, min_size=1, max_size=4)
     # Replaces itself if a broker restart leaves it unable to send (bridge.kafka).
-    producer = DurableProducer(settings.kafka_bootstrap_servers)
+    producer = DurableProducer(settings.kafka_bootstrap_servers, client_options(settings))
     await producer.start()
     drop = FileDrop.from_settings(settings, pool=pool, producer=producer)
     log.info(

@@ -66,11 +66,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bridge.config import Settings
+from bridge.config import Settings, get_settings
 from bridge.db import connect, create_pool
 from bridge.events import CanonicalEvent
-from bridge.kafka import DurableProducer, Publisher
+from bridge.kafka import DurableProducer, Publisher, client_options
 from bridge.logs import get_logger
+from bridge.protect import Sealer, sealer
 
 from . import EVENT_FIELDS, RowError, Stopper, as_text, build_event, send_all, worker_id
 
@@ -221,6 +222,7 @@ class Poller:
         batch_size: int = 200,
         send_timeout: float = 10.0,
         topic: str,
+        seal: Sealer | None = None,
         owner: str | None = None,
     ) -> None:
         if not query.strip():
@@ -234,6 +236,8 @@ class Poller:
         self.batch_size = max(1, batch_size)
         self.send_timeout = send_timeout
         self.topic = topic
+        # The number a row gives is sealed before it leaves (bridge.protect).
+        self.seal = seal or sealer(get_settings())
         self.owner = owner or worker_id()
 
     @classmethod
@@ -255,6 +259,7 @@ class Poller:
             batch_size=settings.poller_batch_size,
             send_timeout=settings.kafka_send_timeout_seconds,
             topic=settings.events_topic,
+            seal=sealer(settings),
         )
 
     async def poll_once(self, stopping: asyncio.Event | None = None) -> PollReport:
@@ -354,7 +359,7 @@ class Poller:
         return [c for c in candidates if c.source_id in won]
 
     async def publish(self, events: Sequence[CanonicalEvent]) -> list[BaseException | None]:
-        return await send_all(self.producer, events, self.send_timeout, self.topic)
+        return await send_all(self.producer, events, self.send_timeout, self.topic, self.seal)
 
     async def mark_emitted(self, sent: Sequence[Candidate]) -> None:
         if not sent:
@@ -404,7 +409,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         else await create_pool(source_url, min_size=1, max_size=2)
     )
     # Replaces itself if a broker restart leaves it unable to send (bridge.kafka).
-    producer = DurableProducer(settings.kafka_bootstrap_servers)
+    producer = DurableProducer(settings.kafka_bootstrap_servers, client_options(settings))
     await producer.start()
     poller = Poller.from_settings(
         settings, tracking=tracking, source_db=source_db, producer=producer
