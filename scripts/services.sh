@@ -3,7 +3,8 @@
 #   up    the Siteti sandbox (only when SITETI_BASE_URL is unset) and the Flutterwave stand-in
 #         (only when FLUTTERWAVE_API_BASE_URL is unset), ingest, receipts, the file-drop
 #         watcher, the poller (when POLLER_QUERY is set) and DISPATCHER_INSTANCES dispatchers
-#         (default 1); returns when every one is ready.
+#         (default 1); returns when every one is ready. First the schema is applied as the
+#         owner (`bridge db migrate`); each service then connects with its own login role.
 #   down  stops what `up` started (pid files in .stack/run/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,6 +45,33 @@ ensure_local_secrets() {
   add BRIDGE_DATA_KEYS "k$(date -u +%Y%m%d):$(openssl rand -base64 32)"
   add BRIDGE_INDEX_KEY "$(openssl rand -base64 32)"
   add API_TOKENS "support:$(openssl rand -hex 24),engineering:$(openssl rand -hex 24),analyst:$(openssl rand -hex 24)"
+  # Each service's PostgreSQL login (bridge_<service>_login, see prepare_database).
+  for name in INGEST DISPATCHER RECEIPTS; do add "BRIDGE_DB_PASSWORD_$name" "$(openssl rand -hex 24)"; done
+}
+
+DB_SERVICES=(ingest dispatcher receipts)
+
+# Least privilege (docs/data-protection.md): the owner (DATABASE_URL of .stack/env) applies the
+# schema, which services may not change, and keeps one LOGIN role per service.
+prepare_database() {
+  local bridge="$ROOT/.venv/bin/bridge" service var pids=()
+  "$bridge" db migrate
+  for service in "${DB_SERVICES[@]}"; do
+    var="BRIDGE_DB_PASSWORD_${service^^}"
+    BRIDGE_ROLE_PASSWORD="${!var}" "$bridge" db login-role "bridge_${service}_login" "$service" \
+      >/dev/null &
+    pids+=($!)
+  done
+  for service in "${!pids[@]}"; do
+    wait "${pids[$service]}" || { echo "bridge db login-role failed for ${DB_SERVICES[$service]}" >&2; return 1; }
+  done
+}
+
+# DATABASE_URL with the service's login role in place of the owner (passwords are hex: no
+# escaping needed).
+service_dsn() { # service
+  local var="BRIDGE_DB_PASSWORD_${1^^}" rest="${DATABASE_URL#*://}"
+  echo "${DATABASE_URL%%://*}://bridge_${1}_login:${!var}@${rest#*@}"
 }
 
 is_running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -95,16 +123,23 @@ up() {
   fi
   echo "SITETI_BASE_URL=$SITETI_BASE_URL" >"$RUN/siteti.env"
 
-  start receipts "$PY" -m receipts
-  start ingest "$PY" -m ingest
+  prepare_database
+  local ingest_dsn dispatcher_dsn
+  ingest_dsn="$(service_dsn ingest)"
+  dispatcher_dsn="$(service_dsn dispatcher)"
+  DATABASE_URL="$(service_dsn receipts)" start receipts "$PY" -m receipts
+  DATABASE_URL="$ingest_dsn" start ingest "$PY" -m ingest
   local count="${DISPATCHER_INSTANCES:-1}"
   for i in $(seq 1 "$count"); do
     DISPATCHER_INSTANCE="dispatcher-$i" DISPATCHER_METRICS_PORT=$((metrics_port + i - 1)) \
-      start "dispatcher-$i" "$PY" -m dispatcher
+      DATABASE_URL="$dispatcher_dsn" start "dispatcher-$i" "$PY" -m dispatcher
   done
-  start filedrop "$PY" -m ingest.sources filedrop
+  DATABASE_URL="$ingest_dsn" start filedrop "$PY" -m ingest.sources filedrop
   # The poller reads a database view of the operator's choosing: only when one is configured.
-  if [ -n "${POLLER_QUERY:-}" ]; then start poller "$PY" -m ingest.sources poller; fi
+  # Without POLLER_DATABASE_URL it reads it as the ingest role (the demo's view grants it).
+  if [ -n "${POLLER_QUERY:-}" ]; then
+    DATABASE_URL="$ingest_dsn" start poller "$PY" -m ingest.sources poller
+  fi
   wait_ready receipts "http://127.0.0.1:$receipts_port/readyz"
   wait_ready ingest "http://127.0.0.1:$ingest_port/readyz"
   for i in $(seq 1 "$count"); do

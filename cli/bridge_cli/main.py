@@ -11,15 +11,22 @@ import typer
 from bridge.cache import new_redis
 from bridge.config import get_settings
 from bridge.db import connect
+from bridge.protect import data_keys
 from dispatcher.directory import ImportReport, import_csv
 
-from . import dlq, templates
+from . import db, dlq, keys, privacy, retention, templates
+from .erase import erase
 
 app = typer.Typer(no_args_is_help=True, help="siteti-bridge operations.")
 customers = typer.Typer(no_args_is_help=True, help="The customer directory.")
 app.add_typer(customers, name="customers")
 app.add_typer(templates.app, name="templates")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(keys.app, name="keys")
+app.add_typer(privacy.app, name="privacy")
+app.add_typer(db.app, name="db")
+app.add_typer(retention.app, name="retention")
+app.command("erase")(erase)
 
 
 async def _import(path: Path) -> ImportReport:
@@ -27,7 +34,7 @@ async def _import(path: Path) -> ImportReport:
     pool = await connect(settings.database_url, max_size=2)
     redis = new_redis(settings.redis_url)
     try:
-        return await import_csv(pool, redis, path, settings.default_country)
+        return await import_csv(pool, redis, data_keys(settings), path, settings.default_country)
     finally:
         await redis.aclose()
         await pool.close()

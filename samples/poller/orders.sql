@@ -47,6 +47,9 @@ SELECT o.order_id || ':' || o.status                  AS source_id,
  WHERE o.status IN ('completed', 'shipped')
    AND o.updated_at > now() - interval '7 days';
 
+-- The poller reads it as the ingest role (bridge_ingest, created by the bridge's schema).
+GRANT SELECT ON bridge_demo_orders_ready TO bridge_ingest;
+
 INSERT INTO bridge_demo_orders
     (order_id, status, customer_account, customer_email, customer_name, total, items, carrier,
      tracking_number, shipped_at)

@@ -3,7 +3,8 @@
 - `SANDBOX_HOST` [127.0.0.1], `SANDBOX_PORT` [8090]: where `python -m siteti_sandbox` listens.
 - `SANDBOX_LOG_LEVEL` [info]: uvicorn's log level.
 - `SANDBOX_ACCOUNT_ID` [acc_sandbox]: the API lives under `/v2.6/accounts/<id>`.
-- `SANDBOX_API_KEYS` [sk_sandbox_1]: comma list of accepted bearer keys (rotation window).
+- `SANDBOX_API_KEYS` [sk_sandbox_1]: comma list of accepted bearer keys (rotation window);
+  at run time `POST` / `DELETE /_sandbox/api-keys` with `{"key": "…"}` adds or revokes one.
 - `SANDBOX_SIGNING_SECRET` [siteti_signing_secret_1]: request-signing secret (a comma list is
   accepted too, so a rotation can be rehearsed).
 - `SANDBOX_WEBHOOK_URL` [empty = no webhooks]: where outbound webhooks are POSTed.

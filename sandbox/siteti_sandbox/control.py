@@ -55,6 +55,13 @@ class FailureSpec(BaseModel):
     after_processing: bool = False
 
 
+class ApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # In the body, not the path: a key stays out of access logs.
+    key: str = Field(min_length=1)
+
+
 def config_view(state: SandboxState) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(state.config):
@@ -131,6 +138,17 @@ def control_router(state: SandboxState, sender: WebhookSender) -> APIRouter:
         if sessions is not None:
             state.open_sessions(sessions)
         return config_view(state)
+
+    @router.post("/api-keys")
+    async def add_api_key(body: ApiKey) -> dict[str, int]:
+        state.add_api_key(body.key)
+        return {"active_keys": len(state.config.api_keys)}
+
+    @router.delete("/api-keys")
+    async def revoke_api_key(body: ApiKey) -> dict[str, int]:
+        if not state.revoke_api_key(body.key):
+            raise HTTPException(404, "no such active API key")
+        return {"active_keys": len(state.config.api_keys)}
 
     @router.get("/templates")
     async def templates() -> list[dict[str, Any]]:

@@ -256,6 +256,18 @@ class SandboxState:
     def update_config(self, **changes: Any) -> None:
         self.config = replace(self.config, **changes)
 
+    def add_api_key(self, key: str) -> None:
+        """Accept `key` beside the keys already active, as Siteti does during a rotation."""
+        if key not in self.config.api_keys:
+            self.update_config(api_keys=(*self.config.api_keys, key))
+
+    def revoke_api_key(self, key: str) -> bool:
+        """Refuse `key` from now on (`invalid_api_key`); False when it was not active."""
+        if key not in self.config.api_keys:
+            return False
+        self.update_config(api_keys=tuple(k for k in self.config.api_keys if k != key))
+        return True
+
     def open_sessions(self, ids: list[str]) -> None:
         now = self.now()
         self.sessions = {i: self.sessions.get(i, now) for i in ids}

@@ -298,11 +298,15 @@ pg_up() {
         sleep 0.2
     done
 
-    # Role and database for the app; CREATEDB so tests can make throwaway databases.
+    # The owner role and database; CREATEDB so tests can make throwaway databases, CREATEROLE
+    # so its migrations create the services' group roles and `bridge db login-role` their
+    # logins (docs/data-protection.md, least privilege). ALTER: stacks made before it.
     "$pg_bin/psql" -h "$RUN_DIR" -p "$POSTGRES_PORT" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 \
         >/dev/null 2>>"$PG_LOG" <<'SQL' || die_with_log "postgres: creating role/database bridge failed" "$PG_LOG"
-SELECT 'CREATE ROLE bridge LOGIN CREATEDB PASSWORD ''bridge'''
+SELECT 'CREATE ROLE bridge LOGIN CREATEDB CREATEROLE PASSWORD ''bridge'''
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bridge')\gexec
+SELECT 'ALTER ROLE bridge CREATEROLE'
+ WHERE NOT (SELECT rolcreaterole FROM pg_roles WHERE rolname = 'bridge')\gexec
 SELECT 'CREATE DATABASE bridge OWNER bridge'
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'bridge')\gexec
 SQL
@@ -325,6 +329,8 @@ if selected kafka; then kafka_wait; fi
 if [ "${#COMPONENTS[@]}" -eq "${#ALL_COMPONENTS[@]}" ]; then
     {
         echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_URL"
+        # One broker: topics with one replica are what it can hold (bridge.topics).
+        echo "KAFKA_SINGLE_BROKER=true"
         echo "REDIS_URL=$REDIS_URL_OUT"
         echo "DATABASE_URL=$PG_URL_OUT"
     } >"$ENV_FILE.tmp"
@@ -335,7 +341,7 @@ if ! selected kafka; then
     : # the topics are where they were
 elif "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("bridge.topics") is None)' 2>/dev/null; then
     log "topics: python -m bridge.topics"
-    (cd "$ROOT" && BRIDGE_ENV_FILE="$ENV_FILE" KAFKA_BOOTSTRAP_SERVERS="$KAFKA_URL" \
+    (cd "$ROOT" && BRIDGE_ENV_FILE="$ENV_FILE" KAFKA_BOOTSTRAP_SERVERS="$KAFKA_URL" KAFKA_SINGLE_BROKER=true \
         REDIS_URL="$REDIS_URL_OUT" DATABASE_URL="$PG_URL_OUT" "$PY" -m bridge.topics) ||
         die "topics: 'python -m bridge.topics' failed (output above)"
 else

@@ -1,11 +1,14 @@
-"""One durable Kafka producer per process (acks=all via idempotence)."""
+"""Kafka clients: their connection security, and one durable producer per process (acks=all
+via idempotence)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Mapping
 from contextlib import suppress
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -14,10 +17,116 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.helpers import create_ssl_context
 
 from .logs import get_logger
 
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
+    from .config import Settings
+
 log = get_logger(__name__)
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaSecurityError(ValueError):
+    """The KAFKA_* security settings cannot make a working connection (says which to fix)."""
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka's keyword arguments for the configured security, for every client (producer,
+    consumer, admin). Raises `KafkaSecurityError` on settings that cannot work, so a
+    misconfigured process stops at start instead of retrying a refused connection forever."""
+    protocol = settings.kafka_security_protocol.strip().upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise KafkaSecurityError(
+            f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)} "
+            f"(got {settings.kafka_security_protocol!r})"
+        )
+    options: dict[str, Any] = {"security_protocol": protocol}
+    sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    if sasl:
+        options.update(_sasl_options(settings, protocol))
+    elif settings.kafka_sasl_username or settings.kafka_sasl_password:
+        # Credentials that are never sent: the operator believes the connection authenticates.
+        raise KafkaSecurityError(
+            f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set, but KAFKA_SECURITY_PROTOCOL="
+            f"{protocol} does not use them (SASL_SSL or SASL_PLAINTEXT does)"
+        )
+    files = _tls_files(settings)
+    if tls:
+        options["ssl_context"] = create_ssl_context(
+            cafile=files.get("KAFKA_SSL_CAFILE"),
+            certfile=files.get("KAFKA_SSL_CERTFILE"),
+            keyfile=files.get("KAFKA_SSL_KEYFILE"),
+        )
+    elif files:
+        raise KafkaSecurityError(
+            f"{', '.join(files)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+            "(SSL or SASL_SSL does)"
+        )
+    return options
+
+
+def _sasl_options(settings: Settings, protocol: str) -> dict[str, str]:
+    mechanism = settings.kafka_sasl_mechanism.strip().upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise KafkaSecurityError(
+            f"KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)} "
+            f"(got {settings.kafka_sasl_mechanism!r})"
+        )
+    if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
+        raise KafkaSecurityError(
+            f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        )
+    return {
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,
+        "sasl_plain_password": settings.kafka_sasl_password,
+    }
+
+
+def _tls_files(settings: Settings) -> dict[str, str]:
+    """The TLS files that are set, by variable name; each must be a readable file."""
+    files = {
+        name: value
+        for name, value in (
+            ("KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+            ("KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
+            ("KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
+        )
+        if value
+    }
+    for name, path in files.items():
+        if not Path(path).is_file():
+            raise KafkaSecurityError(f"{name}={path} is not a file")
+    # A certificate file may hold its key too; a key alone proves nothing.
+    if "KAFKA_SSL_KEYFILE" in files and "KAFKA_SSL_CERTFILE" not in files:
+        raise KafkaSecurityError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (mutual TLS)")
+    return files
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """`client_options` as faust's `broker_credentials`: faust builds its consumers and
+    producer from these (faust.transport.drivers.aiokafka.credentials_to_aiokafka_auth)."""
+    # Imported here: only the dispatcher runs faust; ingest and receipts need not load it.
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    options = client_options(settings)
+    context = options.get("ssl_context")
+    if "sasl_mechanism" in options:
+        # faust derives the protocol: SASL_SSL with a context, SASL_PLAINTEXT without.
+        return SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"],
+            ssl_context=context,
+        )
+    return None if context is None else SSLCredentials(context)
+
 
 # After one of these the broker refuses every later batch of this producer id on the
 # partition, and aiokafka keeps the id and its sequence numbers: only a new producer (new id,
@@ -28,7 +137,10 @@ _POISONED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, 
 _STOP_SECONDS = 30.0
 
 
-def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+def new_producer(
+    bootstrap_servers: str, options: Mapping[str, Any] | None = None
+) -> AIOKafkaProducer:
+    """`options`: `client_options`' connection security (none: plaintext)."""
     # Idempotence forces acks=all and dedupes the producer's own retries; lz4 and a short
     # linger batch concurrent webhooks without adding visible latency.
     return AIOKafkaProducer(
@@ -39,6 +151,7 @@ def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
         compression_type="lz4",
         max_batch_size=65536,
         request_timeout_ms=15000,
+        **(options or {}),
     )
 
 
@@ -51,9 +164,10 @@ class DurableProducer:
     get an acknowledgement retries, and consumers dedupe.
     """
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, options: Mapping[str, Any] | None = None) -> None:
         self._bootstrap_servers = bootstrap_servers
-        self._producer = new_producer(bootstrap_servers)
+        self._options = options
+        self._producer = new_producer(bootstrap_servers, options)
         self._started = False
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -107,7 +221,7 @@ class DurableProducer:
             self._replace(producer)
 
     def _replace(self, producer: AIOKafkaProducer) -> None:
-        self._producer = new_producer(self._bootstrap_servers)
+        self._producer = new_producer(self._bootstrap_servers, self._options)
         self._started = False
         self.replacements += 1
         task = asyncio.get_running_loop().create_task(_stop_quietly(producer))

@@ -20,6 +20,10 @@ SITETI_CALLS = Counter(
     "bridge_siteti_calls_total", "Calls to Siteti by operation and status", ["operation", "status"]
 )
 SITETI_LATENCY = Histogram("bridge_siteti_seconds", "Siteti call latency", ["operation"])
+SITETI_KEY_SWITCHES = Counter(
+    "bridge_siteti_api_key_switches_total",
+    "Moves to the next key of SITETI_API_KEYS after Siteti answered invalid_api_key",
+)
 EVENT_TO_SEND = Histogram(
     "bridge_event_to_send_seconds",
     "Canonical event time on Kafka to Siteti acceptance",

@@ -1,5 +1,6 @@
--- The bridge's PostgreSQL schema. Idempotent: every service applies it at start-up
--- (under an advisory lock, so concurrent starts do not race).
+-- The bridge's PostgreSQL schema. Idempotent: the owner applies it (`bridge db migrate`, or any
+-- process connecting as the owner) under an advisory lock; services with their own roles only
+-- check that the database is at it (bridge.db.migrate).
 
 -- The customer directory (`bridge customers import FILE.csv`).
 CREATE TABLE IF NOT EXISTS customers (
@@ -132,6 +133,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS customers_email_index_key ON customers (email_
     WHERE email_index IS NOT NULL;
 CREATE INDEX IF NOT EXISTS customers_phone_index_idx ON customers (phone_index);
 
+-- Whose event a dead letter or a dispatcher audit row is: the event's Kafka key, a keyed hash
+-- of the customer's account number, e-mail or number (bridge.protect.customer_key). An
+-- erasure finds the customer's rows by it without a clear identifier.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS customer_hash text;
+ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS customer_hash text;
+CREATE INDEX IF NOT EXISTS dead_letters_customer_idx ON dead_letters (customer_hash);
+CREATE INDEX IF NOT EXISTS audit_log_customer_idx ON audit_log (customer_hash);
+
 -- Erasure requests (`bridge erase`, POST /erasures): who asked, when, what went, by keyed
 -- hash only. 'pending' until Siteti confirmed the contact's deletion; the retrier retries.
 CREATE TABLE IF NOT EXISTS erasures (
@@ -151,3 +160,89 @@ CREATE TABLE IF NOT EXISTS erasures (
 );
 CREATE INDEX IF NOT EXISTS erasures_status_idx ON erasures (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS erasures_subject_idx ON erasures (subject_hash);
+
+-- Issue 9, retention (dispatcher.retention): each batch finds the oldest rows of the two
+-- large append-only tables by index, not by scanning the whole table again.
+CREATE INDEX IF NOT EXISTS audit_log_recorded_idx ON audit_log (recorded_at);
+CREATE INDEX IF NOT EXISTS siteti_webhook_events_received_idx
+    ON siteti_webhook_events (received_at);
+
+-- Issue 9, least privilege (docs/data-protection.md): one NOLOGIN group role per service, with
+-- exactly the rights its code uses; deployments make a LOGIN role per service, member of its
+-- group (`bridge db login-role`). Roles are per cluster, grants per database: every database
+-- this schema is applied to grants them anew. Only the owner runs this file (`bridge db
+-- migrate`); a service's role may not, so services never run DDL. Creating the roles needs
+-- CREATEROLE (the local stack gives it to `bridge`); when they exist it is not needed.
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['bridge_ingest', 'bridge_dispatcher', 'bridge_receipts',
+                                'bridge_operator'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', name);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created meanwhile by the migration of another database
+            END;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Which schema the database is at (sha256 of this file, written by bridge.db.migrate): a
+-- service reads it at start-up and starts only when it matches its own schema.
+CREATE TABLE IF NOT EXISTS bridge_schema (
+    id         boolean PRIMARY KEY DEFAULT true CHECK (id),
+    sha256     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- PostgreSQL 15 no longer lets PUBLIC create in schema public; older clusters upgraded in place
+-- still may.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+-- Declarative: everything is revoked, then granted, in the migration's transaction, so a grant
+-- removed here is gone from every database the next migration reaches.
+REVOKE ALL ON customers, dead_letters, audit_log, outbox, siteti_webhook_events,
+    poller_tracking, filedrop_files, erasures, bridge_schema
+    FROM bridge_ingest, bridge_dispatcher, bridge_receipts, bridge_operator;
+REVOKE ALL ON SEQUENCE customers_id_seq, dead_letters_id_seq, audit_log_id_seq, outbox_id_seq,
+    filedrop_files_id_seq, erasures_id_seq
+    FROM bridge_ingest, bridge_dispatcher, bridge_receipts, bridge_operator;
+
+GRANT SELECT ON bridge_schema TO bridge_ingest, bridge_dispatcher, bridge_receipts,
+    bridge_operator;
+
+-- ingest: the webhook edge needs no database; the poller and the file drop keep their tracking.
+GRANT SELECT, INSERT, UPDATE ON poller_tracking, filedrop_files TO bridge_ingest;
+GRANT USAGE ON SEQUENCE filedrop_files_id_seq TO bridge_ingest;
+
+-- receipts: stores each Siteti webhook once, with its audit and outbox rows; answers
+-- /audit/{reference}; relays the outbox (SELECT … FOR UPDATE needs an UPDATE right on a column:
+-- `id`, which no statement changes).
+GRANT INSERT, SELECT (event_id) ON siteti_webhook_events TO bridge_receipts;  -- ON CONFLICT reads it
+GRANT SELECT, INSERT ON audit_log TO bridge_receipts;
+GRANT SELECT, INSERT, DELETE, UPDATE (id) ON outbox TO bridge_receipts;
+GRANT USAGE ON SEQUENCE audit_log_id_seq, outbox_id_seq TO bridge_receipts;
+
+-- dispatcher: reads customers and keeps their Siteti contact id; writes and settles dead
+-- letters; audit and outbox (and their relay); erasures (deletes the customer, scrubs their
+-- dead letters and audit rows); retention (deletes old rows of every table it names).
+GRANT SELECT, UPDATE, DELETE ON customers TO bridge_dispatcher;
+GRANT SELECT, INSERT, UPDATE, DELETE ON dead_letters, audit_log, outbox TO bridge_dispatcher;
+GRANT SELECT, INSERT, UPDATE ON erasures TO bridge_dispatcher;
+GRANT SELECT, DELETE ON siteti_webhook_events, poller_tracking, filedrop_files
+    TO bridge_dispatcher;
+-- Retention locks what it deletes (FOR UPDATE): an UPDATE right on a column no statement changes.
+GRANT UPDATE (event_id) ON siteti_webhook_events TO bridge_dispatcher;
+GRANT UPDATE (source_id) ON poller_tracking TO bridge_dispatcher;
+GRANT UPDATE (id) ON filedrop_files TO bridge_dispatcher;
+GRANT USAGE ON SEQUENCE dead_letters_id_seq, audit_log_id_seq, outbox_id_seq, erasures_id_seq
+    TO bridge_dispatcher;
+
+-- operator (the `bridge` CLI, engineering): rows of every table, never their shape.
+GRANT SELECT, INSERT, UPDATE, DELETE ON customers, dead_letters, audit_log, outbox,
+    siteti_webhook_events, poller_tracking, filedrop_files, erasures TO bridge_operator;
+GRANT USAGE ON SEQUENCE customers_id_seq, dead_letters_id_seq, audit_log_id_seq, outbox_id_seq,
+    filedrop_files_id_seq, erasures_id_seq TO bridge_operator;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import signal
@@ -22,8 +23,10 @@ import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bridge.db import create_pool
+from bridge.config import Settings
+from bridge.db import create_pool, ensure_login_role, migrate
 from bridge.events import EVENTS_TOPIC
+from bridge.kafka import client_options
 from bridge.signing import sign, sign_siteti_request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,14 +118,22 @@ class Pipeline:
 
     def provision(self) -> None:
         """A topic and a database of this pipeline's own, as one deployment has."""
-        asyncio.run(create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]))
+        bootstrap, topic = self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]
+        asyncio.run(create_topic(bootstrap, topic, **self.kafka_options))
         asyncio.run(admin_sql(self.admin_dsn, f'CREATE DATABASE "{self.database}"'))
+        asyncio.run(prepare_database(self.env["DATABASE_URL"], self.admin_dsn))
 
     def deprovision(self) -> None:
-        asyncio.run(delete_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]))
+        bootstrap, topic = self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env["EVENTS_TOPIC"]
+        asyncio.run(delete_topic(bootstrap, topic, **self.kafka_options))
         asyncio.run(
             admin_sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         )
+
+    @property
+    def kafka_options(self) -> dict[str, Any]:
+        """The pipeline's Kafka security (KAFKA_SECURITY_PROTOCOL…), as its services use it."""
+        return client_options(kafka_settings(self.env))
 
     @property
     def database(self) -> str:
@@ -237,12 +248,24 @@ class Pipeline:
         )
 
     def audit(self, reference: str) -> dict[str, Any] | None:
-        response = httpx.get(f"{self.receipts}/audit/{reference}", timeout=10)
+        # An investigator's token: the first API_TOKENS entry is `support:<token>`.
+        token = self.env["API_TOKENS"].split(",")[0].partition(":")[2]
+        response = httpx.get(
+            f"{self.receipts}/audit/{reference}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
         return response.json() if response.status_code == 200 else None
 
 
-async def create_topic(bootstrap: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+def kafka_settings(env: dict[str, str]) -> Settings:
+    """Settings with the KAFKA_* variables of `env` (a process's environment)."""
+    fields: dict[str, Any] = {k.lower(): v for k, v in env.items() if k.startswith("KAFKA_")}
+    return Settings(**fields)
+
+
+async def create_topic(bootstrap: str, name: str, **options: Any) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, EVENTS_TOPIC.partitions, 1)])
@@ -258,8 +281,39 @@ async def admin_sql(dsn: str, statement: str) -> None:
         await conn.close()
 
 
-async def delete_topic(bootstrap: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+# Least privilege: the owner migrates, each service connects with its own login role (one per
+# service for every pipeline: roles are per cluster). Their passwords derive from the owner's,
+# so pipelines side by side (and other sessions) set the same ones.
+E2E_SERVICES = ("ingest", "dispatcher", "receipts")
+
+
+def service_dsn(owner_dsn: str, service: str) -> str:
+    parts = urlsplit(owner_dsn)
+    password = hashlib.sha256(f"{parts.password}:{service}".encode()).hexdigest()[:32]
+    netloc = f"bridge_e2e_{service}:{password}@{parts.hostname}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+async def prepare_database(owner_dsn: str, admin_dsn: str) -> None:
+    """The schema applied as the owner (as `bridge db migrate`), and the services' logins."""
+    pool = await create_pool(owner_dsn, max_size=1)
+    try:
+        await migrate(pool)
+    finally:
+        await pool.close()
+    # In the same database for every pipeline: ensure_login_role's lock serialises them there.
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        for service in E2E_SERVICES:
+            login = urlsplit(service_dsn(owner_dsn, service))
+            assert login.username and login.password
+            await ensure_login_role(conn, login.username, service, login.password)
+    finally:
+        await conn.close()
+
+
+async def delete_topic(bootstrap: str, name: str, **options: Any) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         await admin.delete_topics([name])
@@ -335,6 +389,7 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
         "SITETI_SIGNING_SECRET": signing_secret,
         "SITETI_WEBHOOK_SECRETS": webhook_secret,
         "MONIEPOINT_WEBHOOK_SECRETS": f"{secrets.token_hex(8)},{moniepoint_secret}",
+        "API_TOKENS": f"support:{secrets.token_hex(24)},analyst:{secrets.token_hex(24)}",
         # Fast retries, so that "Siteti unreachable" settles in about a second.
         "SITETI_RETRY_BASE_SECONDS": "0.05",
         "SITETI_RETRY_MAX_SECONDS": "0.2",
@@ -363,8 +418,11 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
     }
     pipeline = Pipeline(env, ports, moniepoint_secret)
     pipeline.add("sandbox", "siteti_sandbox", "/readyz", "sandbox")
-    pipeline.add("receipts", "receipts", "/readyz", "receipts")
-    pipeline.add("ingest", "ingest", "/readyz", "ingest")
+    owner = env["DATABASE_URL"]
+    pipeline.add(
+        "receipts", "receipts", "/readyz", "receipts", DATABASE_URL=service_dsn(owner, "receipts")
+    )
+    pipeline.add("ingest", "ingest", "/readyz", "ingest", DATABASE_URL=service_dsn(owner, "ingest"))
     for i in range(1, dispatchers + 1):
         name = f"dispatcher-{i}"
         pipeline.add(
@@ -375,6 +433,7 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
             DISPATCHER_INSTANCE=name,
             DISPATCHER_METRICS_PORT=str(ports[name]),
             DISPATCHER_DATADIR=str(ROOT / f".stack/faust/e2e-{name}"),
+            DATABASE_URL=service_dsn(owner, "dispatcher"),
         )
     return pipeline
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +32,7 @@ from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.db import connect
 from bridge.events import Customer, EventData, new_event
+from bridge.protect import data_keys
 from bridge.retry import RetryPolicy
 from dispatcher import dlq
 from dispatcher.admin import register_admin
@@ -64,13 +66,19 @@ async def _admin_sql(dsn: str, statement: str) -> None:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    name = f"bridge_admin_hostile_{uuid.uuid4().hex[:10]}"
+async def database_url(settings: Settings) -> AsyncIterator[str]:
+    """A database of the module's own (test_access.py's too: it imports these fixtures)."""
+    name = f"bridge_admin_pages_{uuid.uuid4().hex[:10]}"
     await _admin_sql(settings.database_url, f'CREATE DATABASE "{name}"')
-    pool = await connect(urlsplit(settings.database_url)._replace(path=f"/{name}").geturl())
+    yield urlsplit(settings.database_url)._replace(path=f"/{name}").geturl()
+    await _admin_sql(settings.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect(database_url)
     yield pool
     await pool.close()
-    await _admin_sql(settings.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -85,24 +93,27 @@ async def entry_id(pool: asyncpg.Pool) -> int:
         pool,
         new_event(data, "payment.successful"),
         DeadLettered("missing_contact", "manual_review", "no phone number"),
+        "customer-hash",
     )
 
 
-@pytest_asyncio.fixture(scope="module")
-async def api(
-    pool: asyncpg.Pool, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+@asynccontextmanager
+async def admin_pages(
+    pool: asyncpg.Pool, settings: Settings, datadir: Path
 ) -> AsyncIterator[Client]:
+    """The real /dlq pages (the web server of a faust app that is never started) over `pool`
+    on aiohttp's test server, `settings` giving the tokens. Siteti is nowhere: a retry that
+    gets as far as sending fails fast, harmlessly."""
     redis = new_redis(settings.redis_url)
     http = httpx.AsyncClient(timeout=2)
     dispatcher = Dispatcher(
         pool=pool,
-        directory=Directory(pool, redis, 300, "NG"),
+        directory=Directory(pool, redis, data_keys(settings), 300, "NG"),
         rules=load_rules(None),
-        # Nothing listens there: a retry that got this far fails fast, harmlessly.
         siteti=SitetiClient(http, f"http://127.0.0.1:{free_port()}/v2.6", "key", "secret"),
         dedupe=Dedupe(redis, lease_seconds=30, ttl_seconds=60),
         policy=RetryPolicy(base_seconds=0.01, factor=2, max_seconds=1, max_retries=0),
-        instance_id=f"adminhostile-{uuid.uuid4().hex[:6]}",
+        instance_id=f"adminpages-{uuid.uuid4().hex[:6]}",
         missing_contact_wait_seconds=0,
     )
     runtime = _Runtime(pool, dispatcher)
@@ -111,18 +122,29 @@ async def api(
         return runtime
 
     app = faust.App(
-        f"admin-hostile-{uuid.uuid4().hex[:6]}",
+        f"admin-pages-{uuid.uuid4().hex[:6]}",
         broker="kafka://127.0.0.1:9",  # never started: only its web pages are used
         web_port=8002,
-        datadir=str(Path(tmp_path_factory.mktemp("faust"))),
+        datadir=str(datadir),
     )
-    register_admin(app, get_runtime, [TOKEN])
+    register_admin(app, get_runtime, settings)
     client: Client = TestClient(TestServer(cast(Any, app.web).web_app))
     await client.start_server()
-    yield client
-    await client.close()
-    await http.aclose()
-    await redis.aclose()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await http.aclose()
+        await redis.aclose()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def api(
+    pool: asyncpg.Pool, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Client]:
+    tokens = settings.model_copy(update={"api_tokens": [], "admin_api_tokens": [TOKEN]})
+    async with admin_pages(pool, tokens, tmp_path_factory.mktemp("faust")) as client:
+        yield client
 
 
 async def call(
@@ -156,6 +178,9 @@ def routes(entry: int) -> list[tuple[str, str]]:
         ("POST", f"/dlq/{entry}/close"),
     ]
 
+
+# The aggregate page: no id, and only a window to filter by.
+STATS = ("GET", "/dlq/stats")
 
 BAD_IDS = [
     "0",
@@ -258,11 +283,14 @@ async def test_bad_queries_are_400(api: Client, entry_id: int) -> None:
         status, text = await call(api, "GET", "/dlq", params=params)
         assert status == 400, (params, text)
         await call(api, "POST", "/dlq/retry", params=params)
+    for window in ("2x", "\x00", "1e9w", "99999999d", "-1h"):
+        status, text = await call(api, *STATS, params={"newer_than": window})
+        assert status == 400, (window, text)
 
 
 async def test_bad_auth_headers_are_401(api: Client, entry_id: int) -> None:
     for headers in BAD_AUTH:
-        for method, path in routes(entry_id):
+        for method, path in [*routes(entry_id), STATS]:
             status, _ = await call(api, method, path, headers=headers)
             assert status == 401, (method, path, headers)
 
@@ -283,7 +311,7 @@ async def test_header_bytes_that_are_not_utf8_are_401(api: Client) -> None:
 
 async def test_other_methods_are_405(api: Client, entry_id: int) -> None:
     for method in ("PUT", "DELETE", "PATCH", "PROPFIND", "TRACE"):
-        for _, path in routes(entry_id):
+        for _, path in [*routes(entry_id), STATS]:
             status, _ = await call(api, method, path)
             assert status == 405, (method, path)
 
@@ -340,6 +368,7 @@ async def test_generated_queries_are_never_5xx(
 ) -> None:
     await call(api, "GET", "/dlq", params=params)
     await call(api, "POST", "/dlq/retry", params=params)
+    await call(api, *STATS, params=params)
 
 
 @HYPOTHESIS

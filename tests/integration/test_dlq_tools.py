@@ -29,13 +29,15 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 import bridge_cli.dlq as cli_dlq
+from bridge.access import Tokens
 from bridge.cache import new_redis
-from bridge.config import Settings
+from bridge.config import Settings, get_settings
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
+from bridge.protect import data_keys
 from bridge.retry import RetryPolicy
 from bridge_cli.main import app as cli_app
 from dispatcher import dlq, outcomes
-from dispatcher.admin import AdminAPI, register_admin
+from dispatcher.admin import DISABLED, AdminAPI, register_admin
 from dispatcher.dedupe import Dedupe
 from dispatcher.directory import Directory, import_csv
 from dispatcher.pipeline import Dispatcher, trigger_key
@@ -156,7 +158,7 @@ def make_dispatcher(
     def make(name: str = "a", rules: RuleSet | None = None) -> Dispatcher:
         return Dispatcher(
             pool=pg_pool,
-            directory=Directory(pg_pool, redis, 300, "NG"),
+            directory=Directory(pg_pool, redis, data_keys(get_settings()), 300, "NG"),
             rules=rules or load_rules(None),
             siteti=SitetiClient(http, siteti.base_url, KEY, SECRET),
             dedupe=Dedupe(redis, lease_seconds=30, ttl_seconds=3600),
@@ -190,7 +192,7 @@ async def add_customer(
         "account_number,email,phone,name,tier,late_payments\n"
         f"{account},,{phone},Ada {account},first_time,0\n"
     )
-    report = await import_csv(pool, redis, csv, "NG")
+    report = await import_csv(pool, redis, data_keys(get_settings()), csv, "NG")
     assert report.imported == 1, report.rejected
 
 
@@ -443,7 +445,10 @@ async def test_put_moves_the_idempotency_key_generation_only_when_a_key_is_burne
 
     async def put(reason: str) -> dlq.Entry:
         await dlq.put(
-            pg_pool, event, outcomes.DeadLettered(reason, "pending", reason, template_id="t")
+            pg_pool,
+            event,
+            outcomes.DeadLettered(reason, "pending", reason, template_id="t"),
+            "customer-hash",
         )
         return await entry_for(pg_pool, event)
 
@@ -714,7 +719,7 @@ class _Runtime:
 
 @pytest_asyncio.fixture
 async def admin(
-    make_dispatcher: MakeDispatcher, pg_pool: asyncpg.Pool, tmp_path: Path
+    make_dispatcher: MakeDispatcher, pg_pool: asyncpg.Pool, tmp_path: Path, settings: Settings
 ) -> AsyncIterator[MakeAdmin]:
     clients: list[Client] = []
     runtime = _Runtime(pg_pool, make_dispatcher("api"))
@@ -722,14 +727,16 @@ async def admin(
     async def get_runtime() -> _Runtime:
         return runtime
 
-    async def make(tokens: list[str]) -> Client:
+    async def make(admin_tokens: list[str]) -> Client:
+        """The pages with ADMIN_API_TOKENS (engineering) only; test_access.py covers roles."""
         app = faust.App(
             f"dlq-admin-test-{uuid.uuid4().hex[:6]}",
             broker="kafka://127.0.0.1:9",  # never started: only its web pages are used
             web_port=8002,
             datadir=str(tmp_path / "faust"),
         )
-        register_admin(app, get_runtime, tokens)
+        tokens = {"api_tokens": [], "admin_api_tokens": admin_tokens}
+        register_admin(app, get_runtime, settings.model_copy(update=tokens))
         client: Client = TestClient(TestServer(cast(Any, app.web).web_app))
         await client.start_server()
         clients.append(client)
@@ -744,7 +751,7 @@ async def test_admin_api_auth(admin: MakeAdmin) -> None:
     disabled = await admin([])
     response = await disabled.get("/dlq", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status == 503
-    assert (await response.json())["error"] == "admin API disabled: set ADMIN_API_TOKENS"
+    assert (await response.json())["error"] == DISABLED
 
     api = await admin(["old-token", TOKEN])
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
@@ -753,6 +760,7 @@ async def test_admin_api_auth(admin: MakeAdmin) -> None:
                              ("POST", "/dlq/retry")):  # fmt: skip
             response = await api.request(method, path, headers=headers, json={"note": "x"})
             assert response.status == 401, (method, path, headers)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
     assert (await api.get("/dlq", headers={"Authorization": "Bearer old-token"})).status == 200
 
 
@@ -842,7 +850,7 @@ async def test_admin_handlers_directly(
     async def get_runtime() -> _Runtime:
         return runtime
 
-    api = AdminAPI(get_runtime, [TOKEN])
+    api = AdminAPI(get_runtime, Tokens.parse([], [TOKEN]))
     listed = await api.list_entries({"provider": provider, "reason": "siteti_unavailable"})
     assert listed.status == 200 and [e["id"] for e in listed.body["entries"]] == [entry.id]
     claimed = await dlq.claim(pg_pool, entry.id)

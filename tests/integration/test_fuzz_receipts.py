@@ -3,7 +3,9 @@ so real PostgreSQL and Kafka behind it): no input, valid or not, may be answered
 
 Half the webhook cases are signed as Siteti signs them, so generated bodies get past the
 signature into the parser and the store; the other half keep the generated (hostile)
-X-Siteti-Signature header. The number of cases run per endpoint is printed at the end.
+X-Siteti-Signature header. Likewise half the read cases carry an investigator's bearer token,
+so generated references and windows reach the database; the others keep what was generated.
+The number of cases run per endpoint is printed at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from receipts.app import create_app
 pytestmark = pytest.mark.integration
 
 SECRET = "siteti_fuzz_secret"
+TOKEN = "receipts-fuzz-support-token"
 EXAMPLES = 300
 CASES: Counter[str] = Counter()
 STATUSES: dict[str, Counter[int]] = {}
@@ -45,7 +48,11 @@ def report_cases(request: pytest.FixtureRequest) -> Iterator[None]:
 # Built from the app's own OpenAPI document without a request: the app's lifespan (its
 # database pool) starts with the first case, once the session's database exists.
 # (schemathesis.pytest.from_fixture would be the lazy way, but it breaks on pytest 9.)
-_APP = create_app(get_settings().model_copy(update={"siteti_webhook_secrets": [SECRET]}))
+_APP = create_app(
+    get_settings().model_copy(
+        update={"siteti_webhook_secrets": [SECRET], "api_tokens": [f"support:{TOKEN}"]}
+    )
+)
 schema = schemathesis.openapi.from_dict(_APP.openapi())
 schema.app = _APP
 
@@ -76,6 +83,8 @@ def test_receipts_never_answer_5xx(case: Any, signed: bool) -> None:
         body = raw_body(case.as_transport_kwargs())
         signature = sign_siteti_webhook([SECRET], int(time.time()), body)
         extra = {"headers": {"X-Siteti-Signature": signature}, "data": body}
+    elif signed:
+        extra = {"headers": {"Authorization": f"Bearer {TOKEN}"}}
     response = case.call(**extra)
     STATUSES.setdefault(endpoint, Counter())[response.status_code] += 1
     # /readyz may be 503 while the Kafka producer starts: that is an outage, and the only one.

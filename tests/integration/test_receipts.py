@@ -32,13 +32,19 @@ OLD_SECRET = "siteti_webhook_secret_old"
 NEW_SECRET = "siteti_webhook_secret_new"
 MAX_BODY = 64 * 1024
 PHONE = "2348031234567"
+# An investigator's token: GET /audit/… needs one (test_access.py covers every role).
+SUPPORT_TOKEN = "receipts-support-token"
 T0 = datetime(2026, 1, 20, 14, 32, 5, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def app_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"siteti_webhook_secrets": [OLD_SECRET, NEW_SECRET], "max_body_bytes": MAX_BODY}
+        update={
+            "siteti_webhook_secrets": [OLD_SECRET, NEW_SECRET],
+            "max_body_bytes": MAX_BODY,
+            "api_tokens": [f"support:{SUPPORT_TOKEN}"],
+        }
     )
 
 
@@ -62,7 +68,8 @@ async def base_url(
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
+    auth = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=auth) as c:
         yield c
 
 
@@ -113,10 +120,11 @@ async def post(
 
 
 async def audit_rows(pool: asyncpg.Pool, reference: str) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT stage, source, occurred_at, detail FROM audit_log WHERE reference = $1 ORDER BY id",
         reference,
     )
+    return rows
 
 
 def audit_topic_from_now(bootstrap: str) -> AbstractAsyncContextManager[AIOKafkaConsumer]:
@@ -272,7 +280,8 @@ async def test_customer_reply_stores_neither_text_nor_phone(
 ) -> None:
     reference = new_reference()
     text = "Thanks! Call me on 08031234567"
-    event_id, body = webhook("message.received", reference, text=text, **{"from": PHONE})
+    sender: dict[str, Any] = {"from": PHONE}  # `from` is a keyword: passed as a mapping
+    event_id, body = webhook("message.received", reference, text=text, **sender)
     assert (await post(client, body, event_id=event_id)).json() == {"status": "stored"}
     (row,) = await audit_rows(pg_pool, reference)
     assert row["stage"] == "replied"
@@ -474,6 +483,10 @@ async def test_database_down_is_503_so_siteti_retries(
         assert ready.status_code == 503
         assert "postgres" in ready.json()["failed"]
         assert (await c.get("/healthz")).status_code == 200
+        auth = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
+        for path in (f"/audit/{new_reference()}", "/audit/stats"):
+            response = await c.get(path, headers=auth)
+            assert response.status_code == 503 and response.json()["error"], path
 
 
 async def test_kafka_down_still_stores_and_is_not_ready(

@@ -50,7 +50,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[FakeProducer]:
         1: ([], KafkaConnectionError()),
     }
 
-    def new_producer(_: str) -> FakeProducer:
+    def new_producer(_: str, options: Any = None) -> FakeProducer:
         outcomes, start_error = scripts.get(len(producers), ([], None))
         producers.append(FakeProducer(list(outcomes), start_error))
         return producers[-1]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bridge.access import Tokens
 from bridge.retry import RetryPolicy
 from dispatcher import dlq
 from dispatcher.admin import DISABLED, AdminAPI
@@ -148,9 +149,9 @@ async def _no_runtime() -> Any:
 
 
 def test_admin_api_without_tokens_is_disabled() -> None:
-    reply = AdminAPI(_no_runtime, []).authorize("Bearer anything")
+    reply = AdminAPI(_no_runtime, Tokens.parse([], [])).authorize("Bearer anything")
     assert reply is not None and reply.status == 503 and reply.body["error"] == DISABLED
-    assert AdminAPI(_no_runtime, [""]).authorize(None) is not None
+    assert AdminAPI(_no_runtime, Tokens.parse([], [""])).authorize(None) is not None
 
 
 @pytest.mark.parametrize(
@@ -158,17 +159,17 @@ def test_admin_api_without_tokens_is_disabled() -> None:
     [None, "", "Bearer", "Bearer ", "Basic t0k3n-a", "Bearer t0k3n", "Bearer t0k3n-a-longer"],
 )
 def test_admin_api_rejects_missing_or_wrong_tokens(header: str | None) -> None:
-    reply = AdminAPI(_no_runtime, ["t0k3n-a", "t0k3n-b"]).authorize(header)
+    reply = AdminAPI(_no_runtime, Tokens.parse([], ["t0k3n-a", "t0k3n-b"])).authorize(header)
     assert reply is not None and reply.status == 401
 
 
 @pytest.mark.parametrize("header", ["Bearer t0k3n-a", "bearer t0k3n-b", "Bearer  t0k3n-b "])
 def test_admin_api_accepts_any_configured_token(header: str) -> None:
-    assert AdminAPI(_no_runtime, ["t0k3n-a", "t0k3n-b"]).authorize(header) is None
+    assert AdminAPI(_no_runtime, Tokens.parse([], ["t0k3n-a", "t0k3n-b"])).authorize(header) is None
 
 
 async def test_admin_api_rejects_bad_filters_before_touching_the_store() -> None:
-    api = AdminAPI(_no_runtime, ["t"])
+    api = AdminAPI(_no_runtime, Tokens.parse([], ["t"]))
     assert (await api.list_entries({"status": "nope"})).status == 400
     assert (await api.bulk_retry({}, {})).status == 400  # a bulk retry needs a filter
     assert (await api.bulk_retry({}, {"reason": "x", "limit": 100_000})).status == 400

@@ -1,5 +1,7 @@
 """The dead-letter store's admin HTTP API, on the dispatcher's web port (faust web pages).
 
+    GET  /dlq/stats             counts by status and reason (no references); query:
+                                newer_than (entries created in that window)
     GET  /dlq                   entries; query: status (comma list), reason, provider,
                                 older_than, newer_than (90s, 30m, 2h, 1d), limit
     GET  /dlq/{id}              one entry, its payload and the reference's audit history
@@ -9,8 +11,10 @@
     POST /dlq/retry             bulk retry by filter (JSON body or query; same names as
                                 GET /dlq, at least one besides limit)
 
-Every call needs `Authorization: Bearer <token>` with a token from ADMIN_API_TOKENS (compared
-in constant time): 401 without a valid one, 503 when no token is configured at all.
+Every call needs `Authorization: Bearer <token>` with a role (bridge.access: API_TOKENS, and
+ADMIN_API_TOKENS acting as `engineering`): `support` and `engineering` may use every page,
+`analyst` only /dlq/stats. 401 without a known token, 403 for a role not allowed, 503 when no
+token is configured at all. A payload is shown with the customer's number masked (•••4567).
 
 Any bad input (path, query, header, body) is a 4xx saying what is wrong, never a 5xx: ids are
 ASCII digits within PostgreSQL's bigint, texts hold no NUL, numbers and ages are bounded.
@@ -22,10 +26,9 @@ can be tested without a faust worker; `register_admin` wraps them as faust pages
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
@@ -34,7 +37,10 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from bridge.access import EVERYONE, INVESTIGATORS, Role, Tokens, refusal, shown_event
+from bridge.config import Settings
 from bridge.logs import get_logger
+from bridge.protect import DataKeys, KeyConfigError, data_keys
 
 from . import dlq
 from .pipeline import Dispatcher
@@ -42,7 +48,7 @@ from .recovery import retry_id, retry_ids, with_owner
 
 log = get_logger("dispatcher.admin")
 
-DISABLED = "admin API disabled: set ADMIN_API_TOKENS"
+DISABLED = "admin API disabled: set API_TOKENS (or ADMIN_API_TOKENS)"
 MAX_BULK = 500  # entries one bulk retry call may take on
 MAX_LIST = 1000  # entries one listing may return
 MAX_AGE = timedelta(days=3650)  # older_than / newer_than: beyond it, PostgreSQL may overflow
@@ -70,6 +76,7 @@ GetRuntime = Callable[[], Awaitable[AdminRuntime]]
 class Reply:
     status: int
     body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def _error(code: int, message: str, **extra: Any) -> Reply:
@@ -105,32 +112,43 @@ def _note(body: Any) -> str | None:
 
 
 class AdminAPI:
-    def __init__(self, get_runtime: GetRuntime, tokens: Sequence[str]) -> None:
+    def __init__(
+        self, get_runtime: GetRuntime, tokens: Tokens, keys: DataKeys | None = None
+    ) -> None:
         self._get_runtime = get_runtime
-        self._tokens = [t.encode() for t in tokens if t]
+        self._tokens = tokens
+        # None: sealed numbers are shown as "sealed" (they cannot be opened here).
+        self._keys = keys
 
     # --- auth ---------------------------------------------------------------------------
 
-    def authorize(self, authorization: str | None) -> Reply | None:
+    def authorize(
+        self, authorization: str | None, allowed: frozenset[Role] = INVESTIGATORS
+    ) -> Reply | None:
         """None when the caller may proceed; otherwise the answer to give."""
-        if not self._tokens:
-            return _error(503, DISABLED)
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return _error(401, "missing bearer token")
-        # surrogateescape: header bytes that are not UTF-8 arrive as surrogates; they compare
-        # (and fail) as the bytes they were.
-        candidate = given.strip().encode("utf-8", "surrogateescape")
-        # Compare with every token (no early exit), each in constant time.
-        matched = False
-        for token in self._tokens:
-            matched |= hmac.compare_digest(candidate, token)
-        return None if matched else _error(401, "invalid bearer token")
+        refused = refusal(self._tokens, authorization, allowed, DISABLED)
+        if refused is None:
+            return None
+        return Reply(refused.status, {"error": refused.message}, refused.headers)
 
     async def _dispatcher(self) -> Dispatcher:
         return with_owner((await self._get_runtime()).dispatcher, "admin")
 
     # --- handlers -----------------------------------------------------------------------
+
+    async def stats(self, query: Mapping[str, str]) -> Reply:
+        try:
+            window = _filters({"newer_than": query.get("newer_than")}).newer_than
+        except ValueError as exc:
+            return _error(400, str(exc))
+        runtime = await self._get_runtime()
+        rows = await runtime.pool.fetch(
+            "SELECT status, reason, count(*) AS n FROM dead_letters"
+            " WHERE $1::interval IS NULL OR created_at >= now() - $1::interval"
+            " GROUP BY status, reason ORDER BY status, reason",
+            window,
+        )
+        return Reply(200, dead_letter_counts(rows, window))
 
     async def list_entries(self, query: Mapping[str, str]) -> Reply:
         try:
@@ -152,7 +170,8 @@ class AdminAPI:
         if entry is None:
             return _error(404, "no such entry", id=entry_id)
         story = await dlq.entry_history(runtime.pool, entry)
-        return Reply(200, {**entry.detail(), "history": dlq.json_safe(story)})
+        payload = shown_event(entry.payload, self._keys)
+        return Reply(200, {**entry.detail(), "payload": payload, "history": dlq.json_safe(story)})
 
     async def retry(self, raw_id: str) -> Reply:
         entry_id = _entry_id(raw_id)
@@ -245,6 +264,27 @@ class AdminAPI:
         )
 
 
+def dead_letter_counts(
+    rows: Sequence[Mapping[str, Any]], window: timedelta | None
+) -> dict[str, Any]:
+    """GET /dlq/stats's body from (status, reason, n) rows: totals by status, by reason, and
+    by both."""
+    by_status: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
+        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["n"]
+    return {
+        "window_seconds": int(window.total_seconds()) if window is not None else None,
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "by_reason": by_reason,
+        "by_status_and_reason": [
+            {"status": row["status"], "reason": row["reason"], "count": row["n"]} for row in rows
+        ],
+    }
+
+
 def _filters(params: Mapping[str, Any]) -> dlq.Filters:
     """Filters from query parameters or a JSON body; ValueError saying what is wrong."""
 
@@ -285,9 +325,11 @@ def _filters(params: Mapping[str, Any]) -> dlq.Filters:
 
 
 def _respond(view: View, reply: Reply) -> Response:
-    return view.bytes(
+    response = view.bytes(
         orjson.dumps(reply.body), content_type="application/json", status=reply.status
     )
+    response.headers.update(reply.headers)
+    return response
 
 
 async def _json_body(request: Request) -> tuple[Any, Reply | None]:
@@ -311,14 +353,30 @@ async def _guarded(reply: Awaitable[Reply]) -> Reply:
         return _error(503, "the database is unavailable; retry later")
 
 
-def register_admin(app: faust.App, get_runtime: GetRuntime, tokens: Sequence[str]) -> AdminAPI:
-    """Add the /dlq pages to the faust app's web server (call at import time, like @app.page)."""
-    api = AdminAPI(get_runtime, tokens)
+def _data_keys(settings: Settings) -> DataKeys | None:
+    try:
+        return data_keys(settings)
+    except KeyConfigError as exc:
+        # The API still works: sealed numbers show as "sealed", clear ones as their last four.
+        log.warning("dlq_admin_without_data_keys", reason=str(exc))
+        return None
 
-    def guard(request: Request) -> Reply | None:
-        return api.authorize(request.headers.get("Authorization"))
+
+def register_admin(app: faust.App, get_runtime: GetRuntime, settings: Settings) -> AdminAPI:
+    """Add the /dlq pages to the faust app's web server (call at import time, like @app.page)."""
+    tokens = Tokens.from_settings(settings)
+    api = AdminAPI(get_runtime, tokens, _data_keys(settings) if tokens.configured else None)
+
+    def guard(request: Request, allowed: frozenset[Role] = INVESTIGATORS) -> Reply | None:
+        return api.authorize(request.headers.get("Authorization"), allowed)
 
     # Fixed paths before the ones with an {id}, which only matches digits.
+    @app.page("/dlq/stats", name="dlq_stats")
+    class DlqStats(View):
+        async def get(self, request: Request) -> Response:
+            denied = guard(request, EVERYONE)
+            return _respond(self, denied or await _guarded(api.stats(request.query)))
+
     @app.page("/dlq", name="dlq_list")
     class DlqList(View):
         async def get(self, request: Request) -> Response:

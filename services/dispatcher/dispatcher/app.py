@@ -17,14 +17,17 @@ import faust
 from bridge.audit import relay_outbox
 from bridge.config import Settings, get_settings
 from bridge.edge import Readiness
+from bridge.kafka import client_options, faust_credentials
 from bridge.logs import get_logger
 from bridge.metrics import render
 
 from .admin import register_admin
+from .erasure_api import register_erasures
 from .lanes import Lanes
 from .offsets import OffsetLedger
 from .records import Work, read, settle
 from .recovery import Retrier
+from .retention import run_periodically
 from .runtime import Runtime, build_runtime
 
 log = get_logger("dispatcher")
@@ -37,6 +40,7 @@ app = faust.App(
     # The consumer group: every instance of one deployment shares it.
     settings.dispatcher_group_id,
     broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+    broker_credentials=faust_credentials(settings),
     key_serializer="raw",
     value_serializer="raw",
     web_port=settings.dispatcher_metrics_port,
@@ -86,12 +90,30 @@ async def outbox_relay() -> None:
     """Relays the outbox (the dead-letter and audit rows written here) to Kafka, so they go
     out whether receipts runs or not; relays in other processes skip the rows this one holds."""
     rt = await runtime()
-    await relay_outbox(rt.pool, settings.kafka_bootstrap_servers)
+    await relay_outbox(
+        rt.pool, settings.kafka_bootstrap_servers, kafka_options=client_options(settings)
+    )
+
+
+async def retention() -> None:
+    """Deletes what is older than RETENTION_DAYS every RETENTION_INTERVAL_SECONDS, one round
+    per interval across instances (a Redis lease and round marker; see retention.py)."""
+    rt = await runtime()
+    await run_periodically(
+        rt.pool,
+        rt.redis,
+        Path(settings.filedrop_dir),
+        days=settings.retention_days,
+        interval_seconds=settings.retention_interval_seconds,
+        owner=INSTANCE,
+    )
 
 
 app.task(dlq_retrier)
 app.task(outbox_relay)
-register_admin(app, runtime, settings.admin_api_tokens)
+app.task(retention)
+register_admin(app, runtime, settings)
+register_erasures(app, runtime, settings)
 
 # Offsets are committed only up to the first record not yet settled (see offsets.py).
 ledger = OffsetLedger()

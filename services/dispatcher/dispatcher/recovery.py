@@ -28,6 +28,7 @@ from bridge.logs import get_logger
 from bridge.retry import RetryPolicy
 
 from . import dlq
+from .erasure import retry_pending
 from .failures import is_dependency_outage
 from .outcomes import MISSING_CONTACT, Sent
 from .pipeline import Dispatcher
@@ -333,6 +334,7 @@ class Retrier:
         await self._templates(report)
         await self._due(report)
         await self._contacts(report)
+        await retry_pending(self.pool, self.dispatcher.siteti, policy=self.dispatcher.policy)
         return report
 
     async def _retry_all(self, entries: Sequence[dlq.Entry], report: RoundReport) -> None:

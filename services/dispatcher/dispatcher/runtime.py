@@ -16,6 +16,7 @@ from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.db import connect
 from bridge.events import stable_key
+from bridge.protect import data_keys
 from bridge.retry import RetryPolicy
 
 from .dedupe import Dedupe
@@ -23,7 +24,14 @@ from .directory import Directory
 from .governor import Governor, GovernorConfig
 from .pipeline import Dispatcher
 from .rules import configured_rules_file, load_rules
-from .siteti import GovernedTransport, MeteredTransport, SitetiAuth, SitetiClient
+from .siteti import (
+    GovernedTransport,
+    MeteredTransport,
+    SitetiAuth,
+    SitetiClient,
+    SitetiKeys,
+    listed_keys,
+)
 
 
 @dataclass
@@ -45,21 +53,27 @@ def build_dispatcher(
     pool: asyncpg.Pool,
     redis: Redis,
     http: httpx.AsyncClient,
+    keys: SitetiKeys,
     instance_id: str,
     rules_file: Path | None = None,
 ) -> Dispatcher:
     """The pipeline over existing connections, configured from `settings`. Siteti calls go
-    through `http`: build it with `siteti_http` so that they are rate-governed and metered."""
+    through `http`: build it with `siteti_http` and the same `keys` so that they are
+    rate-governed, metered and signed with the key in use."""
     return Dispatcher(
         pool=pool,
         directory=Directory(
-            pool, redis, settings.customer_cache_ttl_seconds, settings.default_country
+            pool,
+            redis,
+            data_keys(settings),
+            settings.customer_cache_ttl_seconds,
+            settings.default_country,
         ),
         rules=load_rules(rules_file or configured_rules_file(settings.template_rules_file)),
         siteti=SitetiClient(
             http,
             settings.siteti_base_url,
-            settings.siteti_api_key,
+            keys,
             settings.siteti_signing_secret,
         ),
         dedupe=Dedupe(
@@ -78,7 +92,14 @@ def build_dispatcher(
     )
 
 
-def siteti_http(settings: Settings, redis: Redis, *, max_connections: int) -> httpx.AsyncClient:
+def siteti_keys(settings: Settings) -> SitetiKeys:
+    """`SITETI_API_KEYS` (or `SITETI_API_KEY`), the first in use: one ring per process."""
+    return SitetiKeys(listed_keys(settings.siteti_api_keys, settings.siteti_api_key))
+
+
+def siteti_http(
+    settings: Settings, redis: Redis, keys: SitetiKeys, *, max_connections: int
+) -> httpx.AsyncClient:
     """The HTTP client for Siteti: the shared rate governor, then metrics, then the wire."""
     governor = Governor(
         redis,
@@ -89,7 +110,7 @@ def siteti_http(settings: Settings, redis: Redis, *, max_connections: int) -> ht
         ),
     )
     wire = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections))
-    auth = SitetiAuth(settings.siteti_api_key, settings.siteti_signing_secret)
+    auth = SitetiAuth(keys, settings.siteti_signing_secret)
     return httpx.AsyncClient(
         timeout=settings.siteti_timeout_seconds,
         transport=GovernedTransport(MeteredTransport(wire), governor, on_slot=auth.sign),
@@ -111,14 +132,16 @@ async def build_runtime(
     Close with `await runtime.aclose()`."""
     pool = await connect(settings.database_url, max_size=pool_size or settings.dispatcher_lanes + 4)
     redis = new_redis(settings.redis_url)
+    keys = siteti_keys(settings)
     http = siteti_http(
-        settings, redis, max_connections=http_connections or settings.dispatcher_lanes * 2
+        settings, redis, keys, max_connections=http_connections or settings.dispatcher_lanes * 2
     )
     dispatcher = build_dispatcher(
         settings,
         pool=pool,
         redis=redis,
         http=http,
+        keys=keys,
         instance_id=instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
         rules_file=rules_file,
     )

@@ -3,6 +3,8 @@ the caller owns the policy (see retry.py).
 
 Each job has its own seam of httpx, so each is small and tested on its own:
 
+- `SitetiKeys` holds the listed API keys (`SITETI_API_KEYS`) and which one is in use;
+  `key_after_refusal` (pure) decides where an `invalid_api_key` moves it;
 - `SitetiAuth` (an `httpx.Auth`) signs: Bearer key, `X-Siteti-Timestamp`, `X-Siteti-Signature`
   over method, request target and body;
 - `MeteredTransport` records `SITETI_CALLS` and `SITETI_LATENCY` per operation around the wire;
@@ -10,7 +12,8 @@ Each job has its own seam of httpx, so each is small and tested on its own:
 - `answer_of` / `siteti_error` / `transport_failure` map what came back to `Answer` or
   `SitetiError` (pure);
 - `SitetiClient` builds the request (body, idempotency key, operation and priority as request
-  extensions) and exposes the operations.
+  extensions), sends it again at once under the next key when its key was refused, and
+  exposes the operations.
 
 `runtime.siteti_http` stacks the transports: governor → metrics → HTTP.
 """
@@ -18,7 +21,7 @@ Each job has its own seam of httpx, so each is small and tested on its own:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,8 @@ import httpx
 import orjson
 
 from bridge.events import Priority
-from bridge.metrics import GOVERNOR_WAIT, SITETI_CALLS, SITETI_LATENCY
+from bridge.logs import get_logger
+from bridge.metrics import GOVERNOR_WAIT, SITETI_CALLS, SITETI_KEY_SWITCHES, SITETI_LATENCY
 from bridge.signing import sign_siteti_request
 
 from .governor import Governor
@@ -35,6 +39,11 @@ from .retry import is_transient
 # Request extensions (never on the wire): what the call is, for metrics and the governor.
 OPERATION = "siteti_operation"
 PRIORITY = "siteti_priority"
+# Set by SitetiAuth: the position of the key that signed the request, so that a refusal moves
+# on from that key and no other.
+KEY_POSITION = "siteti_key_position"
+
+log = get_logger("siteti")
 
 
 class SitetiError(Exception):
@@ -142,28 +151,85 @@ def transport_failure(operation: str, exc: httpx.TransportError) -> SitetiError:
     return SitetiError(None, "unreachable", f"{operation}: {exc!r}")
 
 
+# --- API keys ---------------------------------------------------------------------------------
+
+
+def listed_keys(api_keys: Sequence[str], api_key: str) -> tuple[str, ...]:
+    """The keys to use, in order: `SITETI_API_KEYS` (blanks and repeats dropped), or
+    `SITETI_API_KEY` alone when that list is empty."""
+    keys = tuple(dict.fromkeys(k.strip() for k in api_keys if k.strip()))
+    return keys or (api_key,)
+
+
+def key_after_refusal(active: int, refused: int, count: int) -> int:
+    """The key position to use once the key at `refused` got `invalid_api_key` while `active`
+    is in use. Only the key in use is left: calls signed before another call moved on fail too,
+    and must not move it again (ping-pong). Past the last key it wraps round, so a rotation
+    rolled out before the new key existed still finds it once the old one is revoked."""
+    return (refused + 1) % count if refused == active else active
+
+
+class SitetiKeys:
+    """The listed API keys and the position of the one in use (the first, until Siteti
+    refuses it). One per process, shared by every signer. No await inside: asyncio tasks
+    cannot interleave in `refused`."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise ValueError("at least one Siteti API key is needed")
+        self._keys = tuple(keys)
+        self._active = 0
+
+    def current(self) -> tuple[int, str]:
+        return self._active, self._keys[self._active]
+
+    def refused(self, position: int) -> int:
+        """Siteti answered `invalid_api_key` to the key at `position`: move on if it is still
+        the one in use. Returns the position now in use. Logs positions, never a key."""
+        after = key_after_refusal(self._active, position, len(self._keys))
+        if after != self._active:
+            log.warning(
+                "siteti_api_key_switched",
+                # Positions in SITETI_API_KEYS, counted from 1 as an operator reads the list.
+                from_position=self._active + 1,
+                to_position=after + 1,
+                keys=len(self._keys),
+            )
+            SITETI_KEY_SWITCHES.inc()
+            self._active = after
+        return self._active
+
+
 # --- The httpx seams --------------------------------------------------------------------------
 
 
 class SitetiAuth(httpx.Auth):
-    """Siteti's request authentication: the API key as a Bearer token, and an HMAC signature
-    over timestamp, method, request target (path and query, as sent) and raw body."""
+    """Siteti's request authentication: the API key in use as a Bearer token, and an HMAC
+    signature over timestamp, method, request target (path and query, as sent) and raw body.
+    `keys` is one key, or the process's shared `SitetiKeys`."""
 
     requires_request_body = True
 
     def __init__(
-        self, api_key: str, signing_secret: str, *, clock: Callable[[], float] = time.time
+        self,
+        keys: str | SitetiKeys,
+        signing_secret: str,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._api_key = api_key
+        self.keys = SitetiKeys((keys,)) if isinstance(keys, str) else keys
         self._signing_secret = signing_secret
         self._clock = clock
 
     def sign(self, request: httpx.Request) -> None:
         """(Re)sign `request` now. The governor calls this again once the request's slot comes,
-        so the timestamp is the send's, not that of a request that waited out a pause."""
+        so the timestamp is the send's, not that of a request that waited out a pause, and the
+        key is the one in use then."""
         timestamp = int(self._clock())
         target = request.url.raw_path.decode("ascii")
-        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        position, key = self.keys.current()
+        request.extensions[KEY_POSITION] = position
+        request.headers["Authorization"] = f"Bearer {key}"
         request.headers["X-Siteti-Timestamp"] = str(timestamp)
         request.headers["X-Siteti-Signature"] = sign_siteti_request(
             self._signing_secret, timestamp, request.method, target, request.content
@@ -254,18 +320,19 @@ class GovernedTransport(httpx.AsyncBaseTransport):
 
 class SitetiClient:
     """Siteti's operations over `http`. Rate governing and metrics ride on `http`'s transport
-    (see `runtime.siteti_http`); this class signs, sends and maps the answer."""
+    (see `runtime.siteti_http`); this class signs, sends and maps the answer. `api_keys` is
+    one key, or the `SitetiKeys` that the transport's signer shares."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         base_url: str,
-        api_key: str,
+        api_keys: str | SitetiKeys,
         signing_secret: str,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
-        self._auth = SitetiAuth(api_key, signing_secret)
+        self._auth = SitetiAuth(api_keys, signing_secret)
 
     async def request(
         self,
@@ -279,18 +346,31 @@ class SitetiClient:
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        try:
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                content=orjson.dumps(body) if body is not None else b"",
-                headers=headers,
-                auth=self._auth,
-                extensions={OPERATION: operation, PRIORITY: priority},
-            )
-        except httpx.TransportError as exc:
-            raise transport_failure(operation, exc) from exc
-        return answer_of(response)
+        content = orjson.dumps(body) if body is not None else b""
+        refused: set[int] = set()
+        while True:
+            try:
+                response = await self._http.request(
+                    method,
+                    self._base_url + path,
+                    content=content,
+                    headers=headers,
+                    auth=self._auth,
+                    extensions={OPERATION: operation, PRIORITY: priority},
+                )
+            except httpx.TransportError as exc:
+                raise transport_failure(operation, exc) from exc
+            try:
+                return answer_of(response)
+            except SitetiError as exc:
+                position = response.request.extensions.get(KEY_POSITION)
+                if exc.code != "invalid_api_key" or not isinstance(position, int):
+                    raise
+                refused.add(position)
+                # Once this call has been refused by the key now in use, every listed key
+                # has failed: the permanent error, as with a single key.
+                if self._auth.keys.refused(position) in refused:
+                    raise
 
     async def upsert_contact(
         self,
@@ -328,3 +408,7 @@ class SitetiClient:
     async def template_status(self, template_id: str) -> str:
         answer = await self.request("template_status", "GET", f"/templates/{template_id}")
         return str(answer.body.get("status", "UNKNOWN"))
+
+    async def delete_contact(self, contact_id: str) -> None:
+        """Erase a contact (`204`); `404 contact_not_found` raises like any other error."""
+        await self.request("delete_contact", "DELETE", f"/contacts/{contact_id}")

@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse, Response
 
 from bridge.config import Settings, get_settings
 from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
-from bridge.kafka import DurableProducer, publish
+from bridge.kafka import DurableProducer, client_options, publish
 from bridge.logs import get_logger
 from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED
+from bridge.protect import sealer
 from bridge.signing import SignatureError
 
 from .defences import ConcurrencyCap, EdgeDefences
@@ -41,6 +42,9 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Numbers are sealed and Kafka keys hashed before anything leaves (bridge.protect); no
+    # keys configured stops the start, saying what to set.
+    seal = sealer(settings)
 
     # A provider that cannot work with its configuration stops the start, saying what to fix.
     for provider in PROVIDERS.values():
@@ -48,11 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             provider.check_configuration(secrets_for(provider, settings))
     # Allowlists, trusted proxies and the rejection limit (checked here, like the above).
     defences = EdgeDefences.from_settings(settings, PROVIDERS)
+    kafka_options = client_options(settings)  # and the Kafka connection's security
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lives through broker restarts: it starts again and replaces itself when it must.
-        producer = DurableProducer(settings.kafka_bootstrap_servers)
+        producer = DurableProducer(settings.kafka_bootstrap_servers, kafka_options)
         await producer.start()
         app.state.producer = producer
         app.state.http = httpx.AsyncClient(timeout=10.0)
@@ -135,12 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = request.app.state.producer
         try:
             for event in result:
+                key, value = seal(event)
                 await publish(
-                    producer,
-                    settings.events_topic,
-                    event.partition_key,
-                    event.to_json(),
-                    settings.kafka_send_timeout_seconds,
+                    producer, settings.events_topic, key, value, settings.kafka_send_timeout_seconds
                 )
         except Exception as exc:
             outcome("kafka_unavailable")

@@ -3,6 +3,9 @@
 A webhook is acknowledged only after its audit row (and the row's outbox copy) has committed,
 so an answer of 200 means stored; everything else makes Siteti retry, and the event id makes
 the retry harmless.
+
+Reading needs `Authorization: Bearer <token>` with a role (bridge.access): `GET /audit/{ref}`
+is for `support` and `engineering`, `GET /audit/stats` (counts, no references) for every role.
 """
 
 from __future__ import annotations
@@ -10,17 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 
 from bridge import audit
+from bridge.access import EVERYONE, INVESTIGATORS, Refusal, Role, Tokens, refusal
 from bridge.config import Settings
 from bridge.db import connect
 from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
-from bridge.kafka import DurableProducer
+from bridge.kafka import DurableProducer, client_options
 from bridge.logs import get_logger
 from bridge.metrics import RECEIPTS
 from bridge.retry import OUTAGE_BACKOFF
@@ -111,6 +116,15 @@ _WEBHOOK_OPENAPI: dict[str, Any] = {
         },
     },
 }
+DISABLED = "audit API disabled: set API_TOKENS"
+MAX_STATS_HOURS = 24 * 366
+# Declares the scheme in the OpenAPI document; the header is checked by `refusal`.
+_BEARER = HTTPBearer(auto_error=False, description="a token from API_TOKENS (role:token)")
+_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown bearer token"},
+    403: {"description": "the token's role may not read this"},
+    503: {"description": "no token configured (the API is off), or storage unavailable"},
+}
 _WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "stored, duplicate, or ignored (a type this version does not use)"},
     400: {"description": "not a JSON object"},
@@ -119,6 +133,38 @@ _WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"description": "authentic but unusable (missing or invalid fields)"},
     503: {"description": "storage unavailable: Siteti retries"},
 }
+
+
+class Refused(Exception):
+    def __init__(self, refused: Refusal) -> None:
+        super().__init__(refused.message)
+        self.refusal = refused
+
+
+def _caller(tokens: Tokens, allowed: frozenset[Role]) -> Any:
+    """A dependency refusing callers whose token's role is not in `allowed`. Dependencies run
+    before parameters are validated: an unauthenticated caller learns nothing about them."""
+
+    def check(request: Request, _: Annotated[Any, Depends(_BEARER)]) -> None:
+        refused = refusal(tokens, request.headers.get("authorization"), allowed, DISABLED)
+        if refused is not None:
+            raise Refused(refused)
+
+    return Depends(check)
+
+
+def stage_counts(rows: list[Any], hours: int, since: str) -> dict[str, Any]:
+    """GET /audit/stats's body from (stage, events, transactions) rows, stages in their
+    natural order."""
+    ordered = sorted(rows, key=lambda r: audit.STAGE_RANK.get(r["stage"], len(audit.STAGES)))
+    return {
+        "window_hours": hours,
+        "since": since,
+        "events": sum(r["events"] for r in rows),
+        "stages": {
+            r["stage"]: {"events": r["events"], "transactions": r["transactions"]} for r in ordered
+        },
+    }
 
 
 class Runtime:
@@ -142,10 +188,12 @@ class Runtime:
         self._pool = pool
 
 
-async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> DurableProducer:
+async def _start_producer(
+    runtime: Runtime, bootstrap_servers: str, options: dict[str, Any]
+) -> DurableProducer:
     """Start a producer, retrying on `OUTAGE_BACKOFF`: webhooks are stored while Kafka is
     away, and the outbox holds their audit records until it is back."""
-    producer = DurableProducer(bootstrap_servers)
+    producer = DurableProducer(bootstrap_servers, options)
     failures = 0
     while True:
         try:
@@ -162,8 +210,8 @@ async def _start_producer(runtime: Runtime, bootstrap_servers: str) -> DurablePr
             await asyncio.sleep(delay)
 
 
-async def _relay(runtime: Runtime, bootstrap_servers: str) -> None:
-    runtime.producer = await _start_producer(runtime, bootstrap_servers)
+async def _relay(runtime: Runtime, bootstrap_servers: str, options: dict[str, Any]) -> None:
+    runtime.producer = await _start_producer(runtime, bootstrap_servers, options)
     await audit.OutboxRelay(runtime.pool, runtime.producer).run()
 
 
@@ -207,12 +255,14 @@ async def _store(pool: asyncpg.Pool, receipt: Receipt) -> bool:
 
 def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime()
+    kafka_options = client_options(settings)  # bad Kafka security settings stop the start
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runtime.pool = await connect(settings.database_url)
         runtime.kafka_task = asyncio.create_task(
-            _relay(runtime, settings.kafka_bootstrap_servers), name="receipts-outbox-relay"
+            _relay(runtime, settings.kafka_bootstrap_servers, kafka_options),
+            name="receipts-outbox-relay",
         )
         try:
             yield
@@ -226,6 +276,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="siteti-bridge receipts", lifespan=lifespan)
     app.state.runtime = runtime
+    tokens = Tokens.from_settings(settings)
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, exc: Refused) -> JSONResponse:
+        answer = exc.refusal
+        return JSONResponse(
+            {"error": answer.message}, status_code=answer.status, headers=answer.headers
+        )
 
     @app.post("/siteti/webhooks", openapi_extra=_WEBHOOK_OPENAPI, responses=_WEBHOOK_RESPONSES)
     async def siteti_webhook(request: Request) -> JSONResponse:
@@ -284,7 +342,31 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return _answer(200, {"status": "stored"}, receipt.type, "stored")
 
-    @app.get("/audit/{reference:path}")
+    # Before /audit/{reference:path}, which would take "stats" as a reference.
+    @app.get("/audit/stats", dependencies=[_caller(tokens, EVERYONE)], responses=_READ_RESPONSES)
+    async def audit_stats(
+        hours: int = Query(24, ge=1, le=MAX_STATS_HOURS, description="the window, back from now"),
+    ) -> JSONResponse:
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+                since = await runtime.pool.fetchval(
+                    "SELECT now() - make_interval(hours => $1)", hours
+                )
+                rows = await runtime.pool.fetch(
+                    "SELECT stage, count(*) AS events, count(DISTINCT reference) AS transactions"
+                    " FROM audit_log WHERE occurred_at >= $1 GROUP BY stage",
+                    since,
+                )
+        except _DB_ERRORS as exc:
+            log.error("audit_stats_failed", error=repr(exc))
+            return JSONResponse({"error": "storage unavailable"}, status_code=503)
+        return JSONResponse(stage_counts(rows, hours, since.isoformat()))
+
+    @app.get(
+        "/audit/{reference:path}",
+        dependencies=[_caller(tokens, INVESTIGATORS)],
+        responses=_READ_RESPONSES,
+    )
     async def audit_trail(reference: str) -> JSONResponse:
         if not storable(reference, MAX_REFERENCE_CHARS):
             # Nothing stored can have this reference; not echoed, as it may not even encode.
