@@ -489,6 +489,7 @@ def main() -> int:
         print(f"\n{failures} transaction(s) did not end as expected; logs are in .stack/logs/")
         return 1
     print("\nall transactions ended as expected")
+    print("no number stored in clear? `.venv/bin/bridge privacy scan` (docs/data-protection.md)")
     return 0
 
 

@@ -17,11 +17,14 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
+from bridge.cache import new_redis
 from bridge.config import Settings, get_settings
 from bridge.db import connect
 from bridge.events import EVENTS_TOPIC
@@ -131,3 +134,17 @@ async def events_topic(kafka_bootstrap: str, settings: Settings) -> AsyncIterato
         await admin.delete_topics([settings.events_topic])
     finally:
         await admin.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module")
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A client for the module's tests."""
+    client = new_redis(settings.redis_url)
+    yield client
+    await client.aclose()

@@ -18,11 +18,11 @@ import orjson
 import typer
 
 from bridge.config import Settings, get_settings
-from bridge.protect import KeyConfigError, data_keys
 from dispatcher import erasure
 from dispatcher.runtime import build_runtime
 
 from .dlq import _actor, _logs_to_stderr
+from .keys import configured_keys
 
 
 async def _erase(
@@ -63,11 +63,7 @@ def erase(
     if (account is None) == (phone is None):
         raise typer.BadParameter("give --account or --phone (one of them)")
     settings = get_settings()
-    try:
-        keys = data_keys(settings)
-    except KeyConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+    keys = configured_keys(settings)
     try:
         if account is not None:
             subject = erasure.subject_of("account", account, keys, settings.default_country)

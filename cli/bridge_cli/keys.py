@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from bridge.config import get_settings
+from bridge.config import Settings, get_settings
 from bridge.db import connect
-from bridge.protect import KeyConfigError, data_keys, new_key_entry
+from bridge.protect import DataKeys, KeyConfigError, data_keys, new_key_entry
 from dispatcher import rekey
 
 app = typer.Typer(no_args_is_help=True, help="Data-protection keys: make one, rotate to it.")
@@ -27,13 +27,18 @@ def new(
         raise typer.BadParameter(str(exc)) from exc
 
 
-async def _rotate(batch_size: int, reindex: bool, dry_run: bool) -> None:
-    settings = get_settings()
+def configured_keys(settings: Settings) -> DataKeys:
+    """The data keys, or one line saying what to set and exit status 2."""
     try:
-        keys = data_keys(settings)
+        return data_keys(settings)
     except KeyConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+
+
+async def _rotate(batch_size: int, reindex: bool, dry_run: bool) -> None:
+    settings = get_settings()
+    keys = configured_keys(settings)
     pool = await connect(settings.database_url, max_size=2)
     try:
         total = await rekey.pending(pool, keys, reindex=reindex)
@@ -45,7 +50,8 @@ async def _rotate(batch_size: int, reindex: bool, dry_run: bool) -> None:
                 pool, keys, batch_size=batch_size, reindex=reindex, progress=bar.update
             )
         typer.echo(
-            f"re-sealed {report.customers} customers and {report.dead_letters} dead letters"
+            f"re-sealed {report.resealed.get('customers', 0)} customers and"
+            f" {report.resealed.get('dead_letters', 0)} dead letters"
             f" under {keys.current_id!r}"
             + (
                 f"; {report.skipped} changed meanwhile (sealed by the services)"

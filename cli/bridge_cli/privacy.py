@@ -32,7 +32,9 @@ from bridge.config import Settings, get_settings
 from bridge.db import create_pool
 from bridge.kafka import client_options
 from bridge.phones import to_siteti
-from bridge.protect import data_keys, last_four
+from bridge.protect import last_four
+
+from .keys import configured_keys
 
 app = typer.Typer(no_args_is_help=True, help="Customer data protection checks.")
 
@@ -189,7 +191,7 @@ def scan_logs(directories: Sequence[Path], looking_for: dict[bytes, str]) -> Pla
 
 
 async def directory_numbers(settings: Settings) -> list[str]:
-    keys = data_keys(settings)
+    keys = configured_keys(settings)
     pool = await create_pool(settings.database_url, max_size=1)
     try:
         rows = await pool.fetch("SELECT phone FROM customers WHERE phone IS NOT NULL")

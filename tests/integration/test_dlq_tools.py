@@ -30,7 +30,6 @@ from typer.testing import CliRunner
 
 import bridge_cli.dlq as cli_dlq
 from bridge.access import Tokens
-from bridge.cache import new_redis
 from bridge.config import Settings, get_settings
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
 from bridge.protect import data_keys
@@ -72,19 +71,6 @@ async def sandbox() -> AsyncIterator[str]:
     )
     async with serve_app(create_app(config)) as url:
         yield url
-
-
-@pytest_asyncio.fixture(scope="module")
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
-
-
-@pytest_asyncio.fixture(scope="module")
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = new_redis(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 class Sandbox:

@@ -26,7 +26,6 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 import bridge_cli.erase as cli_erase
-from bridge.cache import new_redis
 from bridge.config import Settings
 from bridge.protect import DataKeys, data_keys
 from bridge.retry import RetryPolicy
@@ -58,19 +57,6 @@ async def sandbox_url() -> AsyncIterator[str]:
     )  # fmt: skip
     async with serve_app(create_app(config)) as url:
         yield url
-
-
-@pytest_asyncio.fixture(scope="module")
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
-
-
-@pytest_asyncio.fixture(scope="module")
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = new_redis(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ retention has passed (docs/data-protection.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,17 +26,11 @@ ProgressFn = Callable[[int], None]
 
 _CUSTOMER_KINDS: tuple[Kind, ...] = ("phone", "email", "name")
 _EVENT_PHONE = "payload #>> '{data,customer,phone}'"
-# The one value in it is fixed text.
-_RESEAL_LETTER = (
-    "UPDATE dead_letters SET payload = jsonb_set(payload, '{data,customer,phone}',"  # noqa: S608
-    f" to_jsonb($2::text)) WHERE id = $1 AND {_EVENT_PHONE} = $3"
-)
 
 
 @dataclass
 class RotationReport:
-    customers: int = 0
-    dead_letters: int = 0
+    resealed: dict[str, int] = field(default_factory=dict)  # by table
     skipped: int = 0  # changed by a service between read and write: sealed by it already
     # Sealed under keys BRIDGE_DATA_KEYS does not list (by key id): left as they are.
     unreadable: dict[str, int] = field(default_factory=dict)
@@ -49,11 +43,11 @@ def _stale(column: str) -> str:
 
 def _customers_filter(reindex: bool) -> str:
     if reindex:
-        return "TRUE"
+        return "$1::text IS NOT NULL"  # every row ($1 still bound: one query shape)
     return " OR ".join(_stale(kind) for kind in _CUSTOMER_KINDS)
 
 
-def resealed_customer(row: dict[str, Any], keys: DataKeys) -> dict[str, Any]:
+def resealed_customer(row: Mapping[str, Any], keys: DataKeys) -> dict[str, Any]:
     """A directory row's sealed values and keyed hashes under the current keys."""
     clear = {kind: keys.open(row[kind], kind) if row[kind] else None for kind in _CUSTOMER_KINDS}
     return {
@@ -65,18 +59,64 @@ def resealed_customer(row: dict[str, Any], keys: DataKeys) -> dict[str, Any]:
     }
 
 
+def _customer_update(row: Mapping[str, Any], keys: DataKeys) -> tuple[Any, ...]:
+    new = resealed_customer(row, keys)
+    return (row["id"], *new.values(), row["phone"], row["email"], row["name"])
+
+
+def _letter_update(row: Mapping[str, Any], keys: DataKeys) -> tuple[Any, ...]:
+    return (row["id"], keys.reseal(row["phone"], "phone"), row["phone"])
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Where sealed values are stored, and how to re-seal one row of it. The selects take
+    $1 (the current key's prefix) and $2 (the id to continue after); each update checks the
+    row still holds what was read."""
+
+    name: str
+    where: str
+    select: str
+    update: str
+    new_values: Callable[[Mapping[str, Any], DataKeys], tuple[Any, ...]]
+    kinds: tuple[Kind, ...]
+
+
+def _tables(reindex: bool) -> tuple[_Table, ...]:
+    customers = _customers_filter(reindex)
+    return (
+        _Table(
+            "customers",
+            customers,
+            f"SELECT id, phone, email, name FROM customers WHERE id > $2 AND ({customers})",  # noqa: S608
+            "UPDATE customers SET phone = $2, email = $3, name = $4, phone_index = $5,"
+            " email_index = $6, updated_at = now() WHERE id = $1"
+            " AND phone IS NOT DISTINCT FROM $7 AND email IS NOT DISTINCT FROM $8"
+            " AND name IS NOT DISTINCT FROM $9",
+            _customer_update,
+            _CUSTOMER_KINDS,
+        ),
+        _Table(
+            "dead_letters",
+            _stale(_EVENT_PHONE),
+            f"SELECT id, {_EVENT_PHONE} AS phone FROM dead_letters"  # noqa: S608
+            f" WHERE id > $2 AND {_stale(_EVENT_PHONE)}",
+            "UPDATE dead_letters SET payload = jsonb_set(payload, '{data,customer,phone}',"  # noqa: S608
+            f" to_jsonb($2::text)) WHERE id = $1 AND {_EVENT_PHONE} = $3",
+            _letter_update,
+            ("phone",),
+        ),
+    )
+
+
 async def pending(pool: asyncpg.Pool, keys: DataKeys, *, reindex: bool = False) -> int:
     """How many rows a rotation has left to do."""
     prefix = f"enc:{keys.current_id}:%"
-    customers = await pool.fetchval(
-        f"SELECT count(*) FROM customers WHERE {_customers_filter(reindex)}",  # noqa: S608
-        *(() if reindex else (prefix,)),
-    )
-    letters = await pool.fetchval(
-        f"SELECT count(*) FROM dead_letters WHERE {_stale(_EVENT_PHONE)}",  # noqa: S608
-        prefix,
-    )
-    return int(customers) + int(letters)
+    total = 0
+    for table in _tables(reindex):
+        query = f"SELECT count(*) FROM {table.name} WHERE {table.where}"  # noqa: S608 - fixed
+        total += int(await pool.fetchval(query, prefix))
+    return total
 
 
 async def rotate(
@@ -91,86 +131,36 @@ async def rotate(
     keyed hashes of rows already sealed (after BRIDGE_INDEX_KEY changed)."""
     report = RotationReport()
     prefix = f"enc:{keys.current_id}:%"
-    after = 0
-    while True:
-        rows = await pool.fetch(
-            "SELECT id, phone, email, name, phone_index, email_index FROM customers"  # noqa: S608
-            f" WHERE id > ${1 if reindex else 2} AND ({_customers_filter(reindex)})"
-            f" ORDER BY id LIMIT {int(batch_size)}",
-            *((after,) if reindex else (prefix, after)),
-        )
-        if not rows:
-            break
-        after = rows[-1]["id"]
-        done = await _update_customers(pool, rows, keys, report)
-        report.customers += done
-        progress(len(rows))
-    after = 0
-    while True:
-        rows = await pool.fetch(
-            f"SELECT id, {_EVENT_PHONE} AS phone FROM dead_letters"  # noqa: S608
-            f" WHERE id > $2 AND {_stale(_EVENT_PHONE)} ORDER BY id LIMIT {int(batch_size)}",
-            prefix,
-            after,
-        )
-        if not rows:
-            break
-        after = rows[-1]["id"]
-        done = await _update_letters(pool, rows, keys, report)
-        report.dead_letters += done
-        progress(len(rows))
+    for table in _tables(reindex):
+        report.resealed[table.name] = 0
+        after = 0
+        while rows := await pool.fetch(
+            f"{table.select} ORDER BY id LIMIT {int(batch_size)}", prefix, after
+        ):
+            after = rows[-1]["id"]
+            report.resealed[table.name] += await _update(pool, table, rows, keys, report)
+            progress(len(rows))
     return report
 
 
-def _unreadable(report: RotationReport, row: asyncpg.Record, kinds: Sequence[str]) -> None:
-    ids = {sealed_by(row[kind]) for kind in kinds if row[kind]} - {None}
-    for key_id in ids or {"?"}:
-        report.unreadable[str(key_id)] = report.unreadable.get(str(key_id), 0) + 1
-
-
-async def _update_customers(
-    pool: asyncpg.Pool, rows: Sequence[asyncpg.Record], keys: DataKeys, report: RotationReport
+async def _update(
+    pool: asyncpg.Pool,
+    table: _Table,
+    rows: Sequence[asyncpg.Record],
+    keys: DataKeys,
+    report: RotationReport,
 ) -> int:
     done = 0
     async with pool.acquire() as conn, conn.transaction():
         for row in rows:
             try:
-                new = resealed_customer(dict(row), keys)
+                values = table.new_values(row, keys)
             except SealError:
-                _unreadable(report, row, _CUSTOMER_KINDS)
+                ids = {sealed_by(row[kind]) for kind in table.kinds if row[kind]} - {None}
+                for key_id in ids or {"?"}:
+                    report.unreadable[str(key_id)] = report.unreadable.get(str(key_id), 0) + 1
                 continue
-            status = await conn.execute(
-                "UPDATE customers SET phone = $2, email = $3, name = $4, phone_index = $5,"
-                " email_index = $6, updated_at = now() WHERE id = $1"
-                " AND phone IS NOT DISTINCT FROM $7 AND email IS NOT DISTINCT FROM $8"
-                " AND name IS NOT DISTINCT FROM $9",
-                row["id"],
-                new["phone"],
-                new["email"],
-                new["name"],
-                new["phone_index"],
-                new["email_index"],
-                row["phone"],
-                row["email"],
-                row["name"],
-            )
-            done += status.endswith(" 1")
-            report.skipped += not status.endswith(" 1")
-    return done
-
-
-async def _update_letters(
-    pool: asyncpg.Pool, rows: Sequence[asyncpg.Record], keys: DataKeys, report: RotationReport
-) -> int:
-    done = 0
-    async with pool.acquire() as conn, conn.transaction():
-        for row in rows:
-            try:
-                resealed = keys.reseal(row["phone"], "phone")
-            except SealError:
-                _unreadable(report, row, ("phone",))
-                continue
-            status = await conn.execute(_RESEAL_LETTER, row["id"], resealed, row["phone"])
-            done += status.endswith(" 1")
-            report.skipped += not status.endswith(" 1")
+            changed = (await conn.execute(table.update, *values)).endswith(" 1")
+            done += changed
+            report.skipped += not changed
     return done

@@ -15,6 +15,7 @@ from typing import Literal
 import asyncpg
 
 from bridge.audit import record
+from bridge.logs import mask_text
 from bridge.retry import RetryPolicy
 
 from ..outcomes import SITETI_UNAVAILABLE, TEMPLATE_NOT_APPROVED, Status
@@ -171,7 +172,7 @@ async def mark(
         """,  # noqa: S608 - fixed columns
         id,
         status,
-        error,
+        mask_text(error) if error else error,  # as in store.put: words may quote a number
         next_attempt_at,
         1 if retried else 0,
     )
