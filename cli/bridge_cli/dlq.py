@@ -58,7 +58,7 @@ class _Stderr:
 
 
 @contextmanager
-def _logs_to_stderr() -> Iterator[None]:
+def logs_to_stderr() -> Iterator[None]:
     """While the pipeline runs here, its logs (warnings and worse, as JSON) go to stderr:
     stdout is for results. The previous logging set-up is restored afterwards."""
     was_configured = structlog.is_configured()
@@ -102,7 +102,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="JSON (one object a line f
 NoteOpt = Annotated[str, typer.Option("--note", help="why (kept in the audit trail)")]
 
 
-def _actor() -> str:
+def actor() -> str:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -256,7 +256,7 @@ async def _retry(ids: list[int], progress: Progress | None) -> list[RetryResult]
             progress.advance(task)
 
     try:
-        return await retry_ids(runtime.dispatcher, ids, by=_actor(), on_result=advance)
+        return await retry_ids(runtime.dispatcher, ids, by=actor(), on_result=advance)
     finally:
         await runtime.aclose()
 
@@ -307,7 +307,7 @@ def retry(
             if len(entries) > 20:
                 typer.echo(f"… and {len(entries) - 20} more")
             typer.confirm(f"Retry {len(entries)} entries?", abort=True)
-    with _logs_to_stderr():
+    with logs_to_stderr():
         if len(ids) > 1:
             with _progress() as progress:
                 results = asyncio.run(_retry(ids, progress))
@@ -335,7 +335,7 @@ async def _settle(
     out: list[tuple[int, dlq.Entry | None, dlq.Entry | None]] = []
     try:
         for entry_id in ids:
-            done = await dlq.operator_settle(pool, entry_id, status, note=note, by=_actor())
+            done = await dlq.operator_settle(pool, entry_id, status, note=note, by=actor())
             current = None if done else await dlq.get_entry(pool, entry_id)
             out.append((entry_id, done, current))
     finally:

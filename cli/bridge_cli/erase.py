@@ -21,7 +21,7 @@ from bridge.config import Settings, get_settings
 from dispatcher import erasure
 from dispatcher.runtime import build_runtime
 
-from .dlq import _actor, _logs_to_stderr
+from .dlq import actor, logs_to_stderr
 from .keys import configured_keys
 
 
@@ -71,8 +71,8 @@ def erase(
             subject = erasure.subject_of("phone", phone or "", keys, settings.default_country)
     except erasure.SubjectError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    with _logs_to_stderr():
-        result = asyncio.run(_erase(settings, subject, requested_by or _actor(), dry_run))
+    with logs_to_stderr():
+        result = asyncio.run(_erase(settings, subject, requested_by or actor(), dry_run))
     if as_json:
         typer.echo(orjson.dumps(result.as_json()).decode())
     else:

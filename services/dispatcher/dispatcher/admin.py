@@ -79,11 +79,11 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def _error(code: int, message: str, **extra: Any) -> Reply:
+def error_reply(code: int, message: str, **extra: Any) -> Reply:
     return Reply(code, {"error": message, **extra})
 
 
-def _entry_id(raw: str) -> int | None:
+def parse_entry_id(raw: str) -> int | None:
     # ASCII only: the route's \d also matches other scripts' digits, which int() accepts.
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         return None
@@ -140,7 +140,7 @@ class AdminAPI:
         try:
             window = _filters({"newer_than": query.get("newer_than")}).newer_than
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         runtime = await self._get_runtime()
         rows = await runtime.pool.fetch(
             "SELECT status, reason, count(*) AS n FROM dead_letters"
@@ -154,29 +154,29 @@ class AdminAPI:
         try:
             filters = _filters(query)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         if filters.limit > MAX_LIST:
-            return _error(400, f"limit is at most {MAX_LIST}")
+            return error_reply(400, f"limit is at most {MAX_LIST}")
         runtime = await self._get_runtime()
         entries = await dlq.list_matching(runtime.pool, filters)
         return Reply(200, {"entries": [e.summary() for e in entries], "count": len(entries)})
 
     async def get_entry(self, raw_id: str) -> Reply:
-        entry_id = _entry_id(raw_id)
+        entry_id = parse_entry_id(raw_id)
         if entry_id is None:
-            return _error(404, "no such entry")
+            return error_reply(404, "no such entry")
         runtime = await self._get_runtime()
         entry = await dlq.get_entry(runtime.pool, entry_id)
         if entry is None:
-            return _error(404, "no such entry", id=entry_id)
+            return error_reply(404, "no such entry", id=entry_id)
         story = await dlq.entry_history(runtime.pool, entry)
         payload = shown_event(entry.payload, self._keys)
         return Reply(200, {**entry.detail(), "payload": payload, "history": dlq.json_safe(story)})
 
     async def retry(self, raw_id: str) -> Reply:
-        entry_id = _entry_id(raw_id)
+        entry_id = parse_entry_id(raw_id)
         if entry_id is None:
-            return _error(404, "no such entry")
+            return error_reply(404, "no such entry")
         result = await retry_id(await self._dispatcher(), entry_id, by="api")
         body = {
             "id": entry_id,
@@ -196,24 +196,24 @@ class AdminAPI:
     async def settle(
         self, raw_id: str, body: Any, status: Literal["completed", "failed"], by: str = "api"
     ) -> Reply:
-        entry_id = _entry_id(raw_id)
+        entry_id = parse_entry_id(raw_id)
         if entry_id is None:
-            return _error(404, "no such entry")
+            return error_reply(404, "no such entry")
         note = _note(body)
         if note is None:
-            return _error(400, 'a JSON body {"note": "..."} saying why is required')
+            return error_reply(400, 'a JSON body {"note": "..."} saying why is required')
         try:
             note = _clean_text(note, "note")
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         runtime = await self._get_runtime()
         entry = await dlq.operator_settle(runtime.pool, entry_id, status, note=note, by=by)
         if entry is None:
             current = await dlq.get_entry(runtime.pool, entry_id)
             if current is None:
-                return _error(404, "no such entry", id=entry_id)
+                return error_reply(404, "no such entry", id=entry_id)
             allowed = dlq.RESOLVABLE if status == "completed" else dlq.CLOSABLE
-            return _error(
+            return error_reply(
                 409,
                 f"entry is {current.status}; only {', '.join(allowed)} entries can be"
                 f" {'resolved' if status == 'completed' else 'closed'}",
@@ -234,17 +234,17 @@ class AdminAPI:
         if isinstance(body, Mapping):
             params.update({k: v for k, v in body.items() if v is not None})
         elif body is not None:
-            return _error(400, "the body must be a JSON object of filters")
+            return error_reply(400, "the body must be a JSON object of filters")
         try:
             filters = _filters(params)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         if not filters.narrowing:
-            return _error(
+            return error_reply(
                 400, "give at least one filter: status, reason, provider, older_than, newer_than"
             )
         if filters.limit > MAX_BULK:
-            return _error(400, f"limit is at most {MAX_BULK}")
+            return error_reply(400, f"limit is at most {MAX_BULK}")
         if not filters.statuses:
             filters = replace(filters, statuses=dlq.RETRYABLE)
         runtime = await self._get_runtime()
@@ -324,7 +324,7 @@ def _filters(params: Mapping[str, Any]) -> dlq.Filters:
 # --- faust pages --------------------------------------------------------------------------
 
 
-def _respond(view: View, reply: Reply) -> Response:
+def respond(view: View, reply: Reply) -> Response:
     response = view.bytes(
         orjson.dumps(reply.body), content_type="application/json", status=reply.status
     )
@@ -332,25 +332,25 @@ def _respond(view: View, reply: Reply) -> Response:
     return response
 
 
-async def _json_body(request: Request) -> tuple[Any, Reply | None]:
+async def json_body(request: Request) -> tuple[Any, Reply | None]:
     raw = await request.read()
     if not raw.strip():
         return None, None
     try:
         return json.loads(raw), None
     except (ValueError, RecursionError):  # RecursionError: [[[[… nested past Python's stack
-        return None, _error(400, "the body is not valid JSON")
+        return None, error_reply(400, "the body is not valid JSON")
 
 
-async def _guarded(reply: Awaitable[Reply]) -> Reply:
+async def guarded(reply: Awaitable[Reply]) -> Reply:
     """A handler's reply, with the database's own refusals as 4xx and its outages as 503."""
     try:
         return await reply
     except _VALUE_ERRORS as exc:
-        return _error(400, f"a value was refused by the database: {type(exc).__name__}")
+        return error_reply(400, f"a value was refused by the database: {type(exc).__name__}")
     except _DB_ERRORS as exc:
         log.error("dlq_admin_database_unavailable", error=repr(exc))
-        return _error(503, "the database is unavailable; retry later")
+        return error_reply(503, "the database is unavailable; retry later")
 
 
 def _data_keys(settings: Settings) -> DataKeys | None:
@@ -375,34 +375,34 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, settings: Settings) 
     class DlqStats(View):
         async def get(self, request: Request) -> Response:
             denied = guard(request, EVERYONE)
-            return _respond(self, denied or await _guarded(api.stats(request.query)))
+            return respond(self, denied or await guarded(api.stats(request.query)))
 
     @app.page("/dlq", name="dlq_list")
     class DlqList(View):
         async def get(self, request: Request) -> Response:
             denied = guard(request)
-            return _respond(self, denied or await _guarded(api.list_entries(request.query)))
+            return respond(self, denied or await guarded(api.list_entries(request.query)))
 
     @app.page("/dlq/retry", name="dlq_bulk_retry")
     class DlqBulkRetry(View):
         async def post(self, request: Request) -> Response:
             denied = guard(request)
             if denied:
-                return _respond(self, denied)
-            body, bad = await _json_body(request)
-            return _respond(self, bad or await _guarded(api.bulk_retry(request.query, body)))
+                return respond(self, denied)
+            body, bad = await json_body(request)
+            return respond(self, bad or await guarded(api.bulk_retry(request.query, body)))
 
     @app.page(r"/dlq/{entry_id:\d+}", name="dlq_entry")
     class DlqEntry(View):
         async def get(self, request: Request, entry_id: str) -> Response:
             denied = guard(request)
-            return _respond(self, denied or await _guarded(api.get_entry(entry_id)))
+            return respond(self, denied or await guarded(api.get_entry(entry_id)))
 
     @app.page(r"/dlq/{entry_id:\d+}/retry", name="dlq_entry_retry")
     class DlqEntryRetry(View):
         async def post(self, request: Request, entry_id: str) -> Response:
             denied = guard(request)
-            return _respond(self, denied or await _guarded(api.retry(entry_id)))
+            return respond(self, denied or await guarded(api.retry(entry_id)))
 
     def settle_page(path: str, name: str, status: Literal["completed", "failed"]) -> None:
         @app.page(path, name=name)
@@ -410,9 +410,9 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, settings: Settings) 
             async def post(self, request: Request, entry_id: str) -> Response:
                 denied = guard(request)
                 if denied:
-                    return _respond(self, denied)
-                body, bad = await _json_body(request)
-                return _respond(self, bad or await _guarded(api.settle(entry_id, body, status)))
+                    return respond(self, denied)
+                body, bad = await json_body(request)
+                return respond(self, bad or await guarded(api.settle(entry_id, body, status)))
 
     settle_page(r"/dlq/{entry_id:\d+}/resolve", "dlq_entry_resolve", "completed")
     settle_page(r"/dlq/{entry_id:\d+}/close", "dlq_entry_close", "failed")

@@ -26,7 +26,7 @@ from bridge.config import Settings
 from bridge.logs import get_logger
 
 from . import erasure
-from .admin import Reply, _entry_id, _error, _guarded, _json_body, _respond
+from .admin import Reply, error_reply, guarded, json_body, parse_entry_id, respond
 from .pipeline import Dispatcher
 
 log = get_logger("dispatcher.erasure_api")
@@ -82,13 +82,13 @@ class ErasureAPI:
         try:
             kind, value, dry_run = subject_request(body)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         runtime = await self._get_runtime()
         ctx = erasure.Context.from_settings(self._settings, runtime.pool, runtime.redis)
         try:
             subject = erasure.subject_of(kind, value, ctx.keys, ctx.region)
         except erasure.SubjectError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         dispatcher = runtime.dispatcher
         result = await erasure.erase(
             ctx,
@@ -102,11 +102,11 @@ class ErasureAPI:
         return Reply(status, result.as_json())
 
     async def get(self, raw_id: str) -> Reply:
-        erasure_id = _entry_id(raw_id)
+        erasure_id = parse_entry_id(raw_id)
         if erasure_id is None:
-            return _error(404, "no such erasure")
+            return error_reply(404, "no such erasure")
         entry = await erasure.get((await self._get_runtime()).pool, erasure_id)
-        return Reply(200, entry) if entry else _error(404, "no such erasure", id=erasure_id)
+        return Reply(200, entry) if entry else error_reply(404, "no such erasure", id=erasure_id)
 
 
 def register_erasures(app: faust.App, get_runtime: GetRuntime, settings: Settings) -> ErasureAPI:
@@ -118,14 +118,14 @@ def register_erasures(app: faust.App, get_runtime: GetRuntime, settings: Setting
         async def post(self, request: Request) -> Response:
             role, denied = api.authorize(request.headers.get("Authorization"))
             if denied or role is None:
-                return _respond(self, denied or _error(401, "missing bearer token"))
-            body, bad = await _json_body(request)
-            return _respond(self, bad or await _guarded(api.create(body, role)))
+                return respond(self, denied or error_reply(401, "missing bearer token"))
+            body, bad = await json_body(request)
+            return respond(self, bad or await guarded(api.create(body, role)))
 
     @app.page(r"/erasures/{erasure_id:\d+}", name="erasure")
     class Erasure(View):
         async def get(self, request: Request, erasure_id: str) -> Response:
             _, denied = api.authorize(request.headers.get("Authorization"))
-            return _respond(self, denied or await _guarded(api.get(erasure_id)))
+            return respond(self, denied or await guarded(api.get(erasure_id)))
 
     return api

@@ -25,7 +25,7 @@ from ingest.sources.filedrop_reader import (
     FiledropConfig,
     FileFormatError,
     Record,
-    _delimiter,  # the reader's own rule, so that row spans match its line numbers
+    csv_delimiter,  # the reader's own rule, so that row spans match its line numbers
     read_records,
 )
 
@@ -65,7 +65,7 @@ def _strip_csv(data: bytes, encoding: str, end_lines: set[int]) -> bytes:
     text = data.decode(encoding)
     lines = list(io.StringIO(text, newline=""))  # the lines csv counts, endings kept
     first_line = text.lstrip("\r\n").split("\n", 1)[0]
-    reader = csv.reader(lines, delimiter=_delimiter(first_line))
+    reader = csv.reader(lines, delimiter=csv_delimiter(first_line))
     kept: list[str] = []
     start = 0
     for _ in reader:

@@ -132,7 +132,7 @@ def parse_status_types(spec: str) -> dict[str, str | None]:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _delimiter(header_line: str) -> str:
+def csv_delimiter(header_line: str) -> str:
     counts = {d: header_line.count(d) for d in (",", ";", "\t", "|")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -159,7 +159,7 @@ def read_csv(data: bytes, encoding: str = "utf-8-sig") -> tuple[list[Record], li
     except LookupError as exc:
         raise FileFormatError(f"unknown FILEDROP_ENCODING {encoding!r}") from exc
     first_line = text.lstrip("\r\n").split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first_line))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=csv_delimiter(first_line))
     records: list[Record] = []
     bad: list[BadRow] = []
     header: list[str] | None = None
