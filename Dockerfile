@@ -61,6 +61,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     HOME=/tmp \
     INGEST_HOST=0.0.0.0 \
     RECEIPTS_HOST=0.0.0.0 \
+    CONSOLE_HOST=0.0.0.0 \
     DISPATCHER_HOST=0.0.0.0 \
     SANDBOX_HOST=0.0.0.0 \
     DISPATCHER_DATADIR=/var/lib/dispatcher/data \

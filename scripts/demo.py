@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -34,6 +35,13 @@ from ingest.sources.filedrop_reader import reference_prefix
 ROOT = Path(__file__).resolve().parents[1]
 INGEST = f"http://127.0.0.1:{os.environ.get('INGEST_PORT', '8000')}"
 RECEIPTS = f"http://127.0.0.1:{os.environ.get('RECEIPTS_PORT', '8001')}"
+PROMETHEUS = f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
+# The webhooks the demo sent, as a graph of scripts/prometheus.sh's Prometheus.
+WEBHOOK_GRAPH = {
+    "g0.expr": "sum by (provider) (increase(bridge_webhooks_received_total[1m]))",
+    "g0.tab": "0",
+    "g0.range_input": "15m",
+}
 WAIT_SECONDS = 60.0
 RUN = time.strftime("%H%M%S")
 
@@ -490,6 +498,7 @@ def main() -> int:
         return 1
     print("\nall transactions ended as expected")
     print("no number stored in clear? `.venv/bin/bridge privacy scan` (docs/data-protection.md)")
+    print(f"the demo's webhooks in Prometheus: {PROMETHEUS}/graph?{urlencode(WEBHOOK_GRAPH)}")
     return 0
 
 

@@ -87,6 +87,9 @@ ENVELOPE_DOCS = {
     "dataschema": "This schema's $id: urn:siteti-bridge:schema:<type>:v<dataversion>.",
     "dataversion": "Contract version of data (extension attribute).",
     "priority": "transactional (confirmations) or bulk (reminders, polled rows) (extension).",
+    "traceparent": "W3C Trace Context of the event's trace, version 00 (CloudEvents"
+    " distributed-tracing extension; the Kafka record's traceparent header has the same value)."
+    " Added in v1: may be absent or null.",
     "data": "The business facts, the same shape for every source.",
 }
 DATA_DOCS = {

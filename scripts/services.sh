@@ -2,9 +2,10 @@
 # Start or stop the bridge's processes in the background: `services.sh up|down|status`.
 #   up    the Siteti sandbox (only when SITETI_BASE_URL is unset) and the Flutterwave stand-in
 #         (only when FLUTTERWAVE_API_BASE_URL is unset), ingest, receipts, the file-drop
-#         watcher, the poller (when POLLER_QUERY is set) and DISPATCHER_INSTANCES dispatchers
-#         (default 1); returns when every one is ready. First the schema is applied as the
-#         owner (`bridge db migrate`); each service then connects with its own login role.
+#         watcher, the poller (when POLLER_QUERY is set), DISPATCHER_INSTANCES dispatchers
+#         (default 1) and the operations console (CONSOLE_PORT, default 8080); returns when
+#         every one is ready. First the schema is applied as the owner (`bridge db migrate`);
+#         each service then connects with its own login role.
 #   down  stops what `up` started (pid files in .stack/run/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,6 +105,7 @@ up() {
   export BRIDGE_ENV_FILE="$ROOT/.stack/env"
   local ingest_port="${INGEST_PORT:-8000}" receipts_port="${RECEIPTS_PORT:-8001}"
   local metrics_port="${DISPATCHER_METRICS_PORT:-8002}" sandbox_port="${SANDBOX_PORT:-8090}"
+  local console_port="${CONSOLE_PORT:-8080}"
 
   if [ -z "${SITETI_BASE_URL:-}" ]; then
     export SITETI_BASE_URL="http://127.0.0.1:$sandbox_port/v2.6/accounts/acc_sandbox"
@@ -128,6 +130,10 @@ up() {
   ingest_dsn="$(service_dsn ingest)"
   dispatcher_dsn="$(service_dsn dispatcher)"
   DATABASE_URL="$(service_dsn receipts)" start receipts "$PY" -m receipts
+  # The console needs no database: it calls the admin and audit APIs with each operator's token.
+  CONSOLE_PORT="$console_port" CONSOLE_ADMIN_URL="http://127.0.0.1:$metrics_port" \
+    CONSOLE_RECEIPTS_URL="http://127.0.0.1:$receipts_port" \
+    CONSOLE_INGEST_URL="http://127.0.0.1:$ingest_port" start console "$PY" -m console
   DATABASE_URL="$ingest_dsn" start ingest "$PY" -m ingest
   local count="${DISPATCHER_INSTANCES:-1}"
   for i in $(seq 1 "$count"); do
@@ -141,10 +147,13 @@ up() {
     DATABASE_URL="$ingest_dsn" start poller "$PY" -m ingest.sources poller
   fi
   wait_ready receipts "http://127.0.0.1:$receipts_port/readyz"
+  wait_ready console "http://127.0.0.1:$console_port/readyz"
   wait_ready ingest "http://127.0.0.1:$ingest_port/readyz"
   for i in $(seq 1 "$count"); do
     wait_ready "dispatcher-$i" "http://127.0.0.1:$((metrics_port + i - 1))/readyz"
   done
+  # Last: its scrape targets are the processes whose pid files now exist.
+  bash "$ROOT/scripts/prometheus.sh" up
 }
 
 stop() { # name
@@ -161,10 +170,12 @@ stop() { # name
 }
 
 down() {
+  bash "$ROOT/scripts/prometheus.sh" down
   for pidfile in "$RUN"/dispatcher-*.pid; do [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"; done
   stop poller
   stop filedrop
   stop ingest
+  stop console
   stop receipts
   stop flutterwave-standin
   stop sandbox

@@ -43,8 +43,10 @@ def migrate_command() -> None:
     try:
         applied = asyncio.run(_migrate(get_settings().database_url))
     except SchemaOutOfDate:
-        typer.echo("this role may not change the schema: use the owner's DATABASE_URL", err=True)
-        raise typer.Exit(code=1) from None
+        typer.echo(
+            "error: this role may not change the schema: use the owner's DATABASE_URL", err=True
+        )
+        raise typer.Exit(code=2) from None
     digest = schema_digest()[:12]
     typer.echo(f"schema {digest} applied" if applied else f"schema already at {digest}")
 
@@ -67,7 +69,7 @@ def login_role(
     (never on the command line). Needs CREATEROLE; run `bridge db migrate` first."""
     password = os.environ.get(PASSWORD_VARIABLE, "")
     if not password:
-        typer.echo(f"set {PASSWORD_VARIABLE} to the role's password", err=True)
+        typer.echo(f"error: set {PASSWORD_VARIABLE} to the role's password", err=True)
         raise typer.Exit(code=2)
     asyncio.run(_login_role(get_settings().database_url, name, service.value, password))
     typer.echo(f"{name} can log in as {service.value}")

@@ -12,6 +12,8 @@ from bridge.db import connect
 from bridge.protect import DataKeys, KeyConfigError, data_keys, new_key_entry
 from dispatcher import rekey
 
+from .output import progress_bar, wants_progress
+
 app = typer.Typer(no_args_is_help=True, help="Data-protection keys: make one, rotate to it.")
 
 
@@ -45,9 +47,9 @@ async def _rotate(batch_size: int, reindex: bool, dry_run: bool) -> None:
         typer.echo(f"{total} stored values to re-seal under key {keys.current_id!r}")
         if dry_run or not total:
             return
-        with typer.progressbar(length=total, label="re-sealing") as bar:
+        with progress_bar("re-sealing", total, visible=wants_progress(None, False)) as advance:
             report = await rekey.rotate(
-                pool, keys, batch_size=batch_size, reindex=reindex, progress=bar.update
+                pool, keys, batch_size=batch_size, reindex=reindex, progress=advance
             )
         typer.echo(
             f"re-sealed {report.resealed.get('customers', 0)} customers and"

@@ -1,58 +1,70 @@
-"""`bridge`: the operators' command line, thin over the services' packages."""
+"""`bridge`: the operators' command line, thin over the services' packages.
+
+Every command shares the same conventions (docs/cli.md): `--json` output, and exit status 0
+(done), 1 (done, but something asked for was not found or failed: see the output) or 2 (bad
+usage, or the environment is wrong: an unreachable PostgreSQL, Redis, Kafka or service, a
+missing key or setting), the last always one line on stderr saying what to fix.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+import logging
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
-from bridge.cache import new_redis
-from bridge.config import get_settings
-from bridge.db import connect
-from bridge.protect import data_keys
-from dispatcher.directory import ImportReport, import_csv
-
-from . import db, dlq, keys, privacy, retention, templates
+from . import customers, db, dlq, keys, privacy, retention, templates
+from .audit import audit_command
 from .erase import erase
+from .failures import GuardedGroup
 
-app = typer.Typer(no_args_is_help=True, help="siteti-bridge operations.")
-customers = typer.Typer(no_args_is_help=True, help="The customer directory.")
-app.add_typer(customers, name="customers")
+PACKAGE = "siteti-bridge"
+
+app = typer.Typer(
+    cls=GuardedGroup,
+    no_args_is_help=True,
+    help="siteti-bridge operations.",
+    # A traceback that does get through (a bug) must not print its frames' values: settings,
+    # keys, customers' data.
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(customers.app, name="customers")
 app.add_typer(templates.app, name="templates")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(keys.app, name="keys")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(db.app, name="db")
 app.add_typer(retention.app, name="retention")
+app.command("audit")(audit_command)
 app.command("erase")(erase)
 
 
-async def _import(path: Path) -> ImportReport:
-    settings = get_settings()
-    pool = await connect(settings.database_url, max_size=2)
-    redis = new_redis(settings.redis_url)
+def package_version() -> str:
     try:
-        return await import_csv(pool, redis, data_keys(settings), path, settings.default_country)
-    finally:
-        await redis.aclose()
-        await pool.close()
+        return version(PACKAGE)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
-@customers.command("import")
-def customers_import(
-    file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file")
-    ],
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"bridge {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
-    """Import (upsert) customers from a CSV: account_number,email,phone,name,tier,late_payments."""
-    report = asyncio.run(_import(file))
-    typer.echo(
-        f"imported {report.imported} customers ({report.without_phone} without a WhatsApp number),"
-        f" rejected {len(report.rejected)}"
-    )
-    for line, why in report.rejected:
-        typer.echo(f"  line {line}: {why}", err=True)
-    if report.rejected:
-        raise typer.Exit(code=1)
+    """siteti-bridge operations."""
+    # Client libraries log their own failures (aiokafka's connection errors, unmasked) through
+    # logging's last-resort handler onto stderr; the CLI reports failures itself, in one line.
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())

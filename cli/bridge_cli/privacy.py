@@ -8,6 +8,7 @@ directory (opened with BRIDGE_DATA_KEYS) unless given. A number is looked for in
 people write it: international digits, national (0…), and its last nine digits, which any
 other writing of it contains (spaces aside: give such a form with --number too).
 Found numbers are shown by their last four digits only. Exit status 1 when any is found.
+`--json`: one object a line per place searched.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -34,7 +34,9 @@ from bridge.kafka import client_options
 from bridge.phones import to_siteti
 from bridge.protect import last_four
 
+from .failures import POSTGRES, Unreachable, without_userinfo
 from .keys import configured_keys
+from .output import JsonOpt, print_json_lines
 
 app = typer.Typer(no_args_is_help=True, help="Customer data protection checks.")
 
@@ -84,7 +86,10 @@ def scan_postgres(dsn: str, looking_for: dict[bytes, str]) -> Place:
         [_pg_dump(), "--data-only", "--no-owner", dsn], capture_output=True, check=False
     )
     if dump.returncode != 0:
-        raise RuntimeError(f"pg_dump failed: {dump.stderr.decode(errors='replace')[:300]}")
+        error = " ".join(dump.stderr.decode(errors="replace").split())
+        if "connection to server" in error:  # pg_dump's words for every failure to connect
+            raise Unreachable(POSTGRES, "connection refused" if "refused" in error else error)
+        raise RuntimeError(f"pg_dump failed: {without_userinfo(error)[:300]}")
     # Per table, so a hit names where it is.
     table = "(schema)"
     chunks: dict[str, list[bytes]] = {}
@@ -151,8 +156,8 @@ async def scan_kafka(settings: Settings, looking_for: dict[bytes, str]) -> Place
         enable_auto_commit=False,
         **client_options(settings),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails must still close what it opened
         partitions = await _all_partitions(settings)
         if not partitions:
             return place
@@ -223,28 +228,24 @@ def scan(
     logs: Annotated[
         list[Path] | None, typer.Option("--logs", help="A directory of log files (repeatable)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Look for customers' numbers in PostgreSQL, Redis, Kafka and the logs."""
     settings = get_settings()
     numbers = number or asyncio.run(directory_numbers(settings))
     if not numbers:
-        typer.echo("no numbers to look for: the directory has none; give --number")
+        typer.echo("no numbers to look for: the directory has none; give --number", err=True)
         raise typer.Exit(code=2)
     places = asyncio.run(scan_all(settings, numbers, logs or [Path(".stack/logs")]))
     if as_json:
-        typer.echo(
-            orjson.dumps(
-                [
-                    {
-                        "place": p.name,
-                        "items": p.items,
-                        "bytes": p.size,
-                        "found": {item: sorted(labels) for item, labels in p.hits.items()},
-                    }
-                    for p in places
-                ]
-            ).decode()
+        print_json_lines(
+            {
+                "place": p.name,
+                "items": p.items,
+                "bytes": p.size,
+                "found": {item: sorted(labels) for item, labels in p.hits.items()},
+            }
+            for p in places
         )
     else:
         typer.echo(f"looked for {len(numbers)} numbers")

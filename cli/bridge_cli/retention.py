@@ -1,8 +1,9 @@
-"""`bridge retention run [--dry-run]`: delete what is older than RETENTION_DAYS, now.
+"""`bridge retention run [--dry-run] [--json]`: delete what is older than RETENTION_DAYS, now.
 
 Prints the cutoff and, per table and for FILEDROP_DIR's processed/ and failed/ files, what was
 deleted (with --dry-run: what would be, deleting nothing), and how many open dead letters older
-than the cutoff were kept. What goes and why: `dispatcher.retention` and docs/data-protection.md.
+than the cutoff were kept (`--json`: the same as one object). What goes and why:
+`dispatcher.retention` and docs/data-protection.md.
 A real run takes the dispatchers' lease, so it never overlaps their rounds: exit status 1 when
 one holds it (try again in a moment). A dry run only reads.
 """
@@ -22,6 +23,8 @@ from bridge.cache import new_redis
 from bridge.config import get_settings
 from bridge.db import connect
 from dispatcher.retention import Lease, Report, plan, run
+
+from .output import JsonOpt, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Retention: delete data older than RETENTION_DAYS.")
 
@@ -48,6 +51,7 @@ def run_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Delete audit rows, settled dead letters, webhook, file-drop and poller records, and
     processed files older than RETENTION_DAYS."""
@@ -59,5 +63,8 @@ def run_command(
     if report is None:
         typer.echo("a retention round is running elsewhere (lease held); try again", err=True)
         raise typer.Exit(code=1)
+    if as_json:
+        print_json(report.summary())
+        return
     for line in report.lines():
         typer.echo(line)

@@ -7,6 +7,8 @@ else the shipped `dispatcher/rules.yaml`. Neither needs Kafka, Redis or the data
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 from bridge.config import Settings
 from bridge.events import CanonicalEvent
 from dispatcher.customers import CustomerRecord
-from dispatcher.rules.checker import check_rules
+from dispatcher.rules.checker import Problem, check_rules
 from dispatcher.rules.engine import MissingVariable, fill, format_amount, why_not
 from dispatcher.rules.model import (
     RuleSet,
@@ -25,6 +27,8 @@ from dispatcher.rules.model import (
     parse_rules,
     shipped_rules_text,
 )
+
+from .output import JsonOpt, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Template rules (which template an event gets).")
 
@@ -48,8 +52,8 @@ def _read(path: Path | None) -> tuple[str, str]:
     try:
         return str(path), path.read_text(encoding="utf-8")
     except OSError as exc:
-        typer.echo(f"error: cannot read {path}: {exc.strerror or exc}")
-        raise typer.Exit(code=1) from exc
+        typer.echo(f"error: cannot read {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=2) from exc
 
 
 def _validation_problems(raw: Any, exc: ValidationError) -> list[str]:
@@ -64,23 +68,50 @@ def _validation_problems(raw: Any, exc: ValidationError) -> list[str]:
             name = entry.get("name") if isinstance(entry, dict) else None
             label = f"rule {name}" if name else f"rule #{loc[1] + 1}"
             where = f"{label}: " + (".".join(str(part) for part in loc[2:]) or "(the rule)")
-        lines.append(f"error: {where}: {error['msg']}")
+        lines.append(f"{where}: {error['msg']}")
     return lines
 
 
-def _parse(label: str, text: str) -> RuleSet:
+def _report(label: str, rules: RuleSet | None, problems: Sequence[Problem], as_json: bool) -> int:
+    """Print `check`'s verdict; returns how many problems are errors."""
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    if as_json:
+        print_json(
+            {
+                "file": label,
+                "valid": not errors,
+                "rules": len(rules.rules) if rules else None,
+                "templates": len(rules.templates) if rules else None,
+                "errors": errors,
+                "warnings": warnings,
+                "problems": [asdict(p) for p in problems],
+            }
+        )
+    else:
+        for problem in problems:
+            typer.echo(str(problem))
+        if rules is None:
+            typer.echo(f"{label}: not a valid rule file")
+        elif errors:
+            typer.echo(f"{label}: {errors} error(s), {warnings} warning(s)")
+        else:
+            tail = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
+            typer.echo(f"OK: {len(rules.rules)} rules, {len(rules.templates)} templates{tail}")
+    return errors
+
+
+def _parse(label: str, text: str, as_json: bool = False) -> RuleSet:
+    """The rule set; when the file is not one, what is wrong (as `check` reports) and exit 1."""
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        typer.echo(f"error: {label} is not valid YAML: {exc}")
-        raise typer.Exit(code=1) from exc
-    try:
         return parse_rules(text)
+    except yaml.YAMLError as exc:
+        lines = [f"{label} is not valid YAML: {exc}"]
     except ValidationError as exc:
-        for line in _validation_problems(raw, exc):
-            typer.echo(line)
-        typer.echo(f"{label}: not a valid rule file")
-        raise typer.Exit(code=1) from exc
+        lines = _validation_problems(raw, exc)
+    _report(label, None, [Problem("error", None, line) for line in lines], as_json)
+    raise typer.Exit(code=1)
 
 
 @app.command("check")
@@ -94,20 +125,13 @@ def check(
             help="Rule file (default: TEMPLATE_RULES_FILE, else the shipped rules.yaml).",
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate a rule file: fields, template names, unreachable rules, variables, coverage."""
     label, text = _read(file)
-    rules = _parse(label, text)
-    problems = check_rules(rules)
-    for problem in problems:
-        typer.echo(str(problem))
-    errors = sum(1 for p in problems if p.severity == "error")
-    warnings = len(problems) - errors
-    if errors:
-        typer.echo(f"{label}: {errors} error(s), {warnings} warning(s)")
+    rules = _parse(label, text, as_json)
+    if _report(label, rules, check_rules(rules), as_json):
         raise typer.Exit(code=1)
-    tail = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
-    typer.echo(f"OK: {len(rules.rules)} rules, {len(rules.templates)} templates{tail}")
 
 
 def _load_event(path: Path) -> CanonicalEvent:

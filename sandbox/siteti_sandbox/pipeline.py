@@ -137,6 +137,8 @@ class Pipeline:
             "path": path,
             "status": None,
             "idempotency_key": key,
+            # The caller's W3C trace context, so a test can follow one event into Siteti.
+            "traceparent": request.headers.get("traceparent"),
             "replayed": False,
             "body": None,
             "response": None,

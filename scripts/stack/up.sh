@@ -58,11 +58,18 @@ install_missing_packages() {
         pkgs+=(postgresql)
         new_pg=1
     fi
+    # Tools, not components: promtool (make test's rule checks) and the local Prometheus of
+    # scripts/prometheus.sh; chromium for the console's browser tests.
+    command -v promtool >/dev/null || pkgs+=(prometheus)
+    command -v chromium >/dev/null || pkgs+=(chromium)
     [ "${#pkgs[@]}" -gt 0 ] || return 0
     apt_install "${pkgs[@]}"
     # Only services this very install brought in are stopped and kept from starting at boot.
     if [[ " ${pkgs[*]} " == *" redis-server "* ]]; then
         stop_system_service redis-server
+    fi
+    if [[ " ${pkgs[*]} " == *" prometheus "* ]]; then
+        stop_system_service prometheus
     fi
     if [ -n "$new_pg" ]; then
         stop_system_service postgresql

@@ -9,8 +9,8 @@ act as `engineering`. Only SHA-256 hashes of the tokens are kept in memory, and 
 token's hash is compared with every known hash in constant time.
 
 `refusal` turns a request's `Authorization` header into the answer to refuse it with (or
-None), and `shown_event` is a stored event as an investigator may see it, so every API (and
-the console) decides and masks the same way.
+None; its `body` is problem details), and `shown_event` is a stored event as an
+investigator may see it, so every API (and the console) decides and masks the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import problems
 from .config import Settings
 from .logs import mask_text
 from .protect import DataKeys, SealError, is_sealed, last_four
@@ -102,6 +103,14 @@ class Refusal:
     def headers(self) -> dict[str, str]:
         # RFC 6750: a 401 names the scheme to authenticate with.
         return {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The answer's problem details (bridge.problems)."""
+        kind = {401: problems.UNAUTHENTICATED, 403: problems.FORBIDDEN}
+        return problems.problem(
+            kind.get(self.status, problems.API_DISABLED), self.status, self.message
+        )
 
 
 def refusal(

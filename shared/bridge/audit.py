@@ -93,6 +93,17 @@ async def record_now(pool: asyncpg.Pool, **kwargs: Any) -> None:
         await record(conn, **kwargs)
 
 
+async def trace_id_of(pool: asyncpg.Pool, reference: str) -> str | None:
+    """The trace the dispatcher last received the reference's event in (its `received` row's
+    `trace_id`), for lines about the reference from a participant without the trace."""
+    value = await pool.fetchval(
+        "SELECT detail->>'trace_id' FROM audit_log WHERE reference = $1 AND stage = 'received'"
+        " AND detail->>'trace_id' IS NOT NULL ORDER BY id DESC LIMIT 1",
+        reference,
+    )
+    return value if isinstance(value, str) else None
+
+
 async def history(pool: asyncpg.Pool, reference: str) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT stage, source, occurred_at, recorded_at, detail FROM audit_log"
@@ -109,6 +120,21 @@ async def history(pool: asyncpg.Pool, reference: str) -> list[dict[str, Any]]:
         )
     )
     return entries
+
+
+def as_json(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`history`'s rows as `GET /audit/{reference}` and `bridge audit` show them: times in
+    ISO 8601."""
+    return [
+        {
+            "stage": e["stage"],
+            "source": e["source"],
+            "occurred_at": e["occurred_at"].isoformat(),
+            "recorded_at": e["recorded_at"].isoformat(),
+            "detail": e["detail"],
+        }
+        for e in entries
+    ]
 
 
 @dataclass

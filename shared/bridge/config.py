@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     receipts_port: int = 8001
     dispatcher_host: str = "127.0.0.1"
     dispatcher_metrics_port: int = 8002
+    # /metrics of the sources without webhooks (`python -m ingest.sources`), bound on
+    # INGEST_HOST; 0 = none. docs/metrics.md.
+    poller_metrics_port: int = 8084
+    filedrop_metrics_port: int = 8085
     sandbox_port: int = 8090
     # The Flutterwave verify stand-in (`python -m ingest.flutterwave_standin`, demo/tests).
     flutterwave_standin_port: int = 8091
@@ -213,6 +217,22 @@ class Settings(BaseSettings):
     ingest_max_concurrency: int = 1000
 
     log_level: str = "INFO"
+
+    # Operations (issue 10). The console (`python -m console`): its port, and where it finds
+    # the admin API (any dispatcher), the audit API (receipts) and, optionally, Prometheus.
+    console_host: str = "127.0.0.1"
+    console_port: int = 8080
+    console_admin_url: str = "http://127.0.0.1:8002"
+    console_receipts_url: str = "http://127.0.0.1:8001"
+    # Ingest's /metrics (webhook rates) for the health page when PROMETHEUS_URL is empty.
+    console_ingest_url: str = "http://127.0.0.1:8000"
+    # Empty: the health page reads the services' /metrics itself instead.
+    prometheus_url: str = ""
+    # How long a console sign-in lasts.
+    console_session_hours: float = 8
+    # Seconds between the dispatcher's reads of the gauges that live in the database and
+    # Kafka (dead-letter depth, oldest pending entry, outbox backlog, consumer lag).
+    metrics_refresh_seconds: float = 15
 
     @field_validator("*", mode="before")
     @classmethod

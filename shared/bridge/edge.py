@@ -7,20 +7,28 @@ entry point.
 - `add_probes` adds `/healthz` (the process answers), `/readyz` (its dependencies, from an
   async check returning a `Readiness`) and `/metrics` (Prometheus text) to a FastAPI app.
   `Readiness` and `bridge.metrics.render` are what the dispatcher's faust pages use too.
+- `problem_response` answers an error as `application/problem+json` (bridge.problems), and
+  `add_problem_handlers` makes FastAPI's own answers (404, 405, 422, 500) take that shape.
 - `serve` is every FastAPI service's `python -m …`: uvicorn on the given host and port.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from . import problems
+from .logs import get_logger
 from .metrics import render
+
+log = get_logger("bridge.edge")
 
 
 class BodyTooLarge(Exception):
@@ -44,7 +52,8 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
 
 @dataclass(frozen=True)
 class Readiness:
-    """A readiness check's answer: 200 with `body` when ready, else 503 with it."""
+    """A readiness check's answer: 200 with `body` when ready, else a 503 problem (not-ready)
+    carrying `body["failed"]` (each unavailable dependency: why)."""
 
     ready: bool
     body: dict[str, Any] = field(default_factory=dict)
@@ -73,22 +82,72 @@ def add_probes(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        responses=problems.openapi_responses({503: "a dependency is unavailable (`failed`)"}),
+    )
     async def readyz() -> JSONResponse:
         state = await ready()
-        return JSONResponse(state.body, status_code=state.status_code)
+        if state.ready:
+            return JSONResponse(state.body)
+        failed = state.body.get("failed", {})
+        detail = f"not ready: {', '.join(failed) or 'starting'} unavailable"
+        return problem_response(problems.NOT_READY, 503, detail, failed=failed)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # the document says text/plain
     async def metrics_endpoint() -> Response:
         payload, content_type = metrics()
         return Response(payload, media_type=content_type)
+
+
+class ProblemResponse(JSONResponse):
+    media_type = problems.MEDIA_TYPE
+
+
+def problem_response(
+    kind: problems.ProblemType,
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    body = problems.problem(kind, status, detail, **extensions)
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def add_problem_handlers(app: FastAPI) -> None:
+    """FastAPI's own error answers (unknown path, wrong method, invalid parameters, an
+    unhandled exception) as problem details, like every answer the routes give."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        return problem_response(
+            problems.for_status(exc.status_code), exc.status_code, str(exc.detail), exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        # Where and why only: the offending input is not echoed (it may be a secret).
+        errors = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        return problem_response(problems.INVALID_REQUEST, 422, detail, errors=errors)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.error("unhandled_exception", path=request.url.path, error=repr(exc))
+        return problem_response(problems.INTERNAL_ERROR, 500, "internal error")
 
 
 def serve(app: Any, host: str, port: int, **uvicorn_options: Any) -> None:
     """Run `app` (an ASGI app, or an import string / factory as uvicorn takes them, with
     `factory=True` for a factory) on `host`:`port` until SIGINT/SIGTERM. Access logs are off
     unless asked for (each service logs its own requests); other options go to uvicorn as
-    given, e.g. ingest's `proxy_headers=False`."""
+    given, e.g. ingest's `proxy_headers=False`. uvicorn's error and access loggers keep the
+    process's logging set-up (`bridge.logs`: JSON lines) rather than installing its own."""
     import uvicorn  # only the HTTP services need it
 
-    uvicorn.run(app, host=host, port=port, **({"access_log": False} | uvicorn_options))
+    defaults = {"access_log": False, "log_config": None}
+    uvicorn.run(app, host=host, port=port, **(defaults | uvicorn_options))

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from .tracing import TRACEPARENT_PATTERN
+
 SCHEMA_VERSION = "1"
 Priority = Literal["transactional", "bulk"]
 
@@ -258,7 +260,9 @@ class EventData(BaseModel):
 
 
 class CanonicalEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Envelope attributes it does not know are dropped, not refused: CloudEvents consumers
+    # ignore unknown extensions, so a newer producer never dead-letters in an older dispatcher.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     specversion: Literal["1.0"] = "1.0"
     id: Attribute
@@ -272,6 +276,9 @@ class CanonicalEvent(BaseModel):
     # CloudEvents extension: confirmations go before bulk work (reminders, polled rows)
     # when both wait for the same Siteti budget.
     priority: Priority = "transactional"
+    # CloudEvents distributed-tracing extension: the trace the event travels in (the same
+    # value as the Kafka record's `traceparent` header; bridge.correlation).
+    traceparent: Annotated[str, StringConstraints(pattern=TRACEPARENT_PATTERN)] | None = None
     data: EventData
 
     @property

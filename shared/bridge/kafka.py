@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+# Record headers as aiokafka takes them (the event's `traceparent`: bridge.correlation).
+Headers = list[tuple[str, bytes]]
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -189,16 +192,22 @@ class DurableProducer:
                 raise
             self._started = True
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> asyncio.Future[Any]:
         """Queue a record; the returned future resolves once the broker acknowledged it."""
         await self.start()
         producer = self._producer
-        future: asyncio.Future[Any] = await producer.send(topic, value=value, key=key)
+        future: asyncio.Future[Any] = await producer.send(
+            topic, value=value, key=key, headers=headers
+        )
         future.add_done_callback(functools.partial(self._check, producer))
         return future
 
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
-        return await (await self.send(topic, value, key))
+    async def send_and_wait(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> Any:
+        return await (await self.send(topic, value, key, headers))
 
     async def check_connection(self) -> None:
         """A metadata round trip: raises when the broker cannot be reached."""
@@ -240,11 +249,18 @@ Publisher = AIOKafkaProducer | DurableProducer
 
 
 async def publish(
-    producer: DurableProducer, topic: str, key: bytes, value: bytes, within: float
+    producer: DurableProducer,
+    topic: str,
+    key: bytes,
+    value: bytes,
+    within: float,
+    headers: Headers | None = None,
 ) -> None:
     """Wait until the broker has acknowledged the record (acks=all) or raise.
 
     A timeout is not retried here: the producer retries internally, and a caller that
     answers non-2xx lets the provider redeliver, which the dispatcher dedupes.
     """
-    await asyncio.wait_for(producer.send_and_wait(topic, value=value, key=key), within)
+    await asyncio.wait_for(
+        producer.send_and_wait(topic, value=value, key=key, headers=headers), within
+    )

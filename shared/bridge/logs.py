@@ -107,13 +107,15 @@ def mask_text(text: str) -> str:
     return _CANDIDATE.sub(_mask_candidate, text)
 
 
-def _mask(value: Any) -> Any:
+def masked(value: Any) -> Any:
+    """`value` as logs show it: phone numbers in its text masked, sensitive keys' values
+    replaced, nested dicts and lists alike (the CLI's output goes through it too)."""
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):
-        return {k: ("***" if _is_sensitive(str(k)) else _mask(v)) for k, v in value.items()}
+        return {k: ("***" if _is_sensitive(str(k)) else masked(v)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_mask(v) for v in value]
+        return [masked(v) for v in value]
     if value is None or isinstance(value, int | float):
         return value
     # Anything else is rendered with repr() by the JSON renderer: mask that text.
@@ -130,7 +132,7 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
         if _is_sensitive(key):
             event_dict[key] = "***"
         elif key != "timestamp":
-            event_dict[key] = _mask(event_dict[key])
+            event_dict[key] = masked(event_dict[key])
     return event_dict
 
 
@@ -175,12 +177,24 @@ def _install_record_factory() -> None:
         logging.setLogRecordFactory(_MaskingRecordFactory(current))
 
 
+# The process's service name, on every line. Not a contextvar: threads with loops of their
+# own (faust's consumer thread) do not inherit the main thread's context.
+_service: str | None = None
+
+
+def _add_service(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _service is not None:
+        event_dict.setdefault("service", _service)
+    return event_dict
+
+
 def _json_formatter() -> logging.Formatter:
     """Libraries' records as the same JSON lines (masked again after the traceback is
     rendered)."""
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
+            _add_service,
             structlog.stdlib.add_logger_name,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -205,20 +219,26 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
+    global _service
+    _service = service
     level = level.upper()
     _install_record_factory()
     logging.config.dictConfig(logging_config(level))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_service,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *_OUTPUT,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        # The stdout of now: faust's worker later points sys.stdout at a logger (so that a
+        # stray print becomes a JSON record); our own lines must not go through it again.
+        # (PrintLogger would: it prints to whatever sys.stdout is at the time.)
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
 
 
 def get_logger(name: str) -> Any:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 WEBHOOKS_RECEIVED = Counter(
     "bridge_webhooks_received_total", "Provider webhooks by outcome", ["provider", "outcome"]
@@ -65,6 +75,107 @@ REQUESTS_SHED = Counter(
     ["service"],
 )
 
+# Issue 10, operations. Gauges marked GLOBAL describe shared state (PostgreSQL, Redis): every
+# dispatcher reports the same value every METRICS_REFRESH_SECONDS (dispatcher.gauges), so
+# dashboards take max() across instances, never sum().
+DEAD_LETTER_DEPTH = Gauge(
+    "bridge_dead_letter_depth",
+    "GLOBAL: open dead letters (pending, processing, manual_review) by status and reason",
+    ["status", "reason"],
+)
+DEAD_LETTER_OLDEST = Gauge(
+    "bridge_dead_letter_oldest_pending_seconds",
+    "GLOBAL: age of the oldest open dead letter (0 when none)",
+)
+OUTBOX_OLDEST = Gauge(
+    "bridge_outbox_oldest_seconds", "GLOBAL: age of the oldest audit outbox row (0 when empty)"
+)
+ERASURES_PENDING = Gauge("bridge_erasures_pending", "GLOBAL: erasure requests not yet done")
+GOVERNOR_PAUSE_REMAINING = Gauge(
+    "bridge_governor_pause_remaining_seconds",
+    "GLOBAL: what is left of the cluster-wide Siteti pause (0 when none)",
+)
+METRICS_REFRESH_FAILURES = Counter(
+    "bridge_metrics_refresh_failures_total",
+    "Refreshes of the dispatcher's gauges that failed, by what was read",
+    ["source"],
+)
+# Per instance: the partitions this dispatcher owns (dashboards sum()).
+CONSUMER_LAG = Gauge(
+    "bridge_consumer_lag",
+    "Records of an owned partition not yet committed (highwater minus committed offset)",
+    ["topic", "partition"],
+)
+GOVERNOR_PAUSES = Counter(
+    "bridge_governor_pauses_total",
+    "Cluster-wide Siteti pauses this instance started or extended, by cause",
+    ["reason"],
+)
+MESSAGES_SENT = Counter(
+    "bridge_messages_sent_total", "WhatsApp messages Siteti accepted, by event type", ["type"]
+)
+MESSAGES_DELIVERED = Counter(
+    "bridge_messages_delivered_total", "message.delivered receipts stored (first copy only)"
+)
+PROVIDER_TO_ACCEPTED = Histogram(
+    "bridge_provider_to_accepted_seconds",
+    "The provider's own event time to Kafka acknowledgement (when the provider gives one)",
+    ["provider"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600),
+)
+SEND_TO_DELIVERED = Histogram(
+    "bridge_send_to_delivered_seconds",
+    "Siteti's acceptance of a message (audit stage dispatched) to its delivered receipt",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+POLLER_POLLS = Counter("bridge_poller_polls_total", "Database poller polls by outcome", ["outcome"])
+POLLER_ROWS = Counter("bridge_poller_rows_total", "Polled rows by what became of them", ["outcome"])
+POLLER_LAST_SUCCESS = Gauge(
+    "bridge_poller_last_success_timestamp_seconds", "Unix time the last successful poll ended"
+)
+FILEDROP_FILES = Counter(
+    "bridge_filedrop_files_total", "File-drop files handled, by outcome", ["outcome"]
+)
+FILEDROP_ROWS = Counter(
+    "bridge_filedrop_rows_total", "File-drop rows by what became of them", ["outcome"]
+)
+FILEDROP_PENDING = Gauge(
+    "bridge_filedrop_pending_files", "Inbox files not yet handled at the last scan"
+)
+RETENTION_DELETED = Counter(
+    "bridge_retention_deleted_total", "Rows (and files) deleted by retention", ["table"]
+)
+
+
+def elapsed_seconds(start: datetime, end: datetime) -> float:
+    """`end - start` in seconds, never negative: the two times may come from different clocks
+    (a provider's, Siteti's, ours)."""
+    return max(0.0, (end - start).total_seconds())
+
+
+def observe_provider_delay(provider: str, times: Iterable[datetime | None]) -> None:
+    """Time each event that carries the provider's own timestamp, up to now (its Kafka ack)."""
+    now = datetime.now(UTC)
+    for moment in times:
+        if moment is not None:
+            PROVIDER_TO_ACCEPTED.labels(provider).observe(elapsed_seconds(moment, now))
+
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(host: str, port: int) -> Callable[[], None]:
+    """`/metrics` for a process without an HTTP server of its own (the poller, the file
+    drop), in a thread; returns its stop. Port 0 serves nothing. Raises OSError when the
+    port is taken."""
+    if not port:
+        return lambda: None
+    server, thread = start_http_server(port, addr=host)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

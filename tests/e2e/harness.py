@@ -48,10 +48,16 @@ class Process:
     env: dict[str, str]
     ready_url: str
     popen: subprocess.Popen[bytes] | None = None
+    # Shared by default (appended to); a test that reads its processes' logs gives its own.
+    log_dir: Path = LOGS
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
 
     def start(self) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        log = (LOGS / f"{self.name}.log").open("ab")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, *self.args],
             env=self.env,
@@ -66,7 +72,7 @@ class Process:
             assert self.popen is not None
             if self.popen.poll() is not None:
                 raise RuntimeError(
-                    f"{self.name} exited ({self.popen.returncode}); see {LOGS / self.name}.log"
+                    f"{self.name} exited ({self.popen.returncode}); see {self.log_path}"
                 )
             try:
                 if httpx.get(self.ready_url, timeout=1).status_code == 200:
@@ -74,7 +80,7 @@ class Process:
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        raise RuntimeError(f"{self.name} not ready in {timeout} s; see {LOGS / self.name}.log")
+        raise RuntimeError(f"{self.name} not ready in {timeout} s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -105,6 +111,10 @@ class Pipeline:
     @property
     def sandbox(self) -> str:
         return f"http://127.0.0.1:{self.ports['sandbox']}"
+
+    @property
+    def console(self) -> str:
+        return f"http://127.0.0.1:{self.ports['console']}"
 
     def add(
         self, name: str, module: str, ready_path: str, port_name: str, **extra_env: str
@@ -373,7 +383,7 @@ def stack_env() -> dict[str, str]:
 
 def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: str) -> Pipeline:
     """Processes on free ports; `dispatchers` instances share one consumer group."""
-    names = ["sandbox", "ingest", "receipts"] + [
+    names = ["sandbox", "ingest", "receipts", "console"] + [
         f"dispatcher-{i}" for i in range(1, dispatchers + 1)
     ]
     ports = {name: free_port() for name in names}
@@ -423,6 +433,17 @@ def make_pipeline(stack_env: dict[str, str], dispatchers: int = 1, **overrides: 
         "receipts", "receipts", "/readyz", "receipts", DATABASE_URL=service_dsn(owner, "receipts")
     )
     pipeline.add("ingest", "ingest", "/readyz", "ingest", DATABASE_URL=service_dsn(owner, "ingest"))
+    # The operations console, on the first dispatcher's admin API (it needs no database).
+    pipeline.add(
+        "console",
+        "console",
+        "/readyz",
+        "console",
+        CONSOLE_PORT=str(ports["console"]),
+        CONSOLE_ADMIN_URL=f"http://127.0.0.1:{ports['dispatcher-1']}",
+        CONSOLE_RECEIPTS_URL=f"http://127.0.0.1:{ports['receipts']}",
+        CONSOLE_INGEST_URL=f"http://127.0.0.1:{ports['ingest']}",
+    )
     for i in range(1, dispatchers + 1):
         name = f"dispatcher-{i}"
         pipeline.add(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.problem_tools import problem_detail
+
 from .harness import Pipeline, new_reference, payment, post_payment, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +60,7 @@ def test_bad_signature_is_rejected_and_nothing_sent(pipeline: Pipeline, tmp_path
         payment("payment.successful", account, ref), secret="not-the-secret"
     )
     assert answer.status_code == 401
-    assert "signature" in answer.json()["error"]
+    assert "signature" in problem_detail(401, answer.headers["content-type"], answer.json())
     time.sleep(1.0)
     assert pipeline.sandbox_get("messages", reference=f"moniepoint:{ref}") == []
 

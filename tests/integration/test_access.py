@@ -42,6 +42,7 @@ from tests.integration.test_admin_hostile import (  # noqa: F401 (fixtures)
     database_url,
     pool,
 )
+from tests.problem_tools import problem_detail
 from tests.serving import running
 
 pytestmark = pytest.mark.integration
@@ -86,12 +87,13 @@ def assert_answer(caller: str, allowed: bool, ok: int, response_status: int, bod
     """The status `caller` must get from an endpoint it is (not) `allowed` to use."""
     if caller in UNAUTHENTICATED:
         assert response_status == 401, (caller, body)
-        assert body["error"] in ("missing bearer token", "invalid bearer token")
+        assert body["detail"] in ("missing bearer token", "invalid bearer token")
     elif allowed:
         assert response_status == ok, (caller, body)
     else:
         assert response_status == 403, (caller, body)
-        assert "analyst" in body["error"] and "aggregates only" in body["error"]
+        assert body["status"] == 403 and body["type"].endswith("#forbidden")
+        assert "analyst" in body["detail"] and "aggregates only" in body["detail"]
 
 
 # --- the stored data --------------------------------------------------------------------
@@ -293,7 +295,7 @@ async def test_analysts_get_dead_letter_counts_only(dispatcher_pages: Client, st
     response, _, bad = await page(
         dispatcher_pages, "GET", "/dlq/stats?newer_than=soon", CALLERS["analyst"]
     )
-    assert response.status == 400 and "duration" in bad["error"]
+    assert "duration" in problem_detail(400, response.content_type, bad)
 
 
 async def test_without_tokens_the_dead_letter_api_is_off(
@@ -305,7 +307,8 @@ async def test_without_tokens_the_dead_letter_api_is_off(
     async with admin_pages(pool, off, tmp_path) as api:
         for path in ("/dlq/stats", "/dlq", "/dlq/1"):
             response, _, body = await page(api, "GET", path, bearer(SUPPORT))
-            assert response.status == 503 and body["error"] == DISABLED
+            assert problem_detail(response.status, response.content_type, body) == DISABLED
+            assert response.status == 503
 
 
 # --- receipts' audit API ----------------------------------------------------------------
@@ -349,4 +352,6 @@ async def test_without_tokens_the_audit_api_is_off(database_url: str, settings: 
     async with running(create_app(off)) as url, httpx.AsyncClient(base_url=url) as client:
         for path in ("/audit/stats", "/audit/moniepoint:X"):
             response = await client.get(path, headers=bearer(SUPPORT))
-            assert response.status_code == 503 and response.json()["error"] == AUDIT_DISABLED
+            content_type = response.headers["content-type"]
+            assert response.status_code == 503
+            assert problem_detail(503, content_type, response.json()) == AUDIT_DISABLED

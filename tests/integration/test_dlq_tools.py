@@ -45,6 +45,7 @@ from dispatcher.rules import RuleSet, load_rules
 from dispatcher.siteti import SitetiClient
 from siteti_sandbox import SandboxConfig, create_app
 from siteti_sandbox.testing import serve_app
+from tests.problem_tools import problem_detail
 
 pytestmark = pytest.mark.integration
 
@@ -736,8 +737,8 @@ async def admin(
 async def test_admin_api_auth(admin: MakeAdmin) -> None:
     disabled = await admin([])
     response = await disabled.get("/dlq", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.status == 503
-    assert (await response.json())["error"] == DISABLED
+    body = await response.json(content_type=None)
+    assert problem_detail(503, response.content_type, body) == DISABLED
 
     api = await admin(["old-token", TOKEN])
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):

@@ -25,6 +25,7 @@ from bridge.config import Settings
 from bridge.signing import sign
 from ingest.app import create_app
 from tests.conftest import free_port
+from tests.problem_tools import problem_detail
 from tests.serving import running
 
 pytestmark = pytest.mark.integration
@@ -127,9 +128,10 @@ async def test_allowlist_admits_listed_networks_and_refuses_others(
         outsider = client_ip()
         refused = await post(http, url, outsider)  # validly signed, but from elsewhere
         assert refused.status_code == 403
-        assert refused.json() == {
-            "error": f"client address {outsider} is not allowed for moniepoint"
-        }
+        assert refused.json()["type"].endswith("#client-not-allowed")
+        assert problem_detail(403, refused.headers["content-type"], refused.json()) == (
+            f"client address {outsider} is not allowed for moniepoint"
+        )
         v6 = str(IPv6Address(f"2001:db8:6::{random.randrange(2**16):x}"))
         assert (await post(http, url, v6)).status_code == 403
         after = await metric(http, url, REJECTED.format("moniepoint", "ip_not_allowed"))
@@ -189,7 +191,10 @@ async def test_a_flood_of_bad_requests_is_429_on_every_instance(
                 response = await attempt
                 assert response.status_code == 429, response.text
                 assert 1 <= int(response.headers["retry-after"]) <= 60
-                assert "too many rejected requests" in response.json()["error"]
+                problem = response.json()
+                detail = problem_detail(429, response.headers["content-type"], problem)
+                assert "too many rejected requests" in detail
+                assert problem["retry_after"] == int(response.headers["retry-after"])
         # A valid webhook from the same address is still accepted, on either instance.
         assert (await post(http, a, flooder)).status_code == 200
         assert (await post(http, b, flooder)).status_code == 200
@@ -269,7 +274,7 @@ async def test_the_concurrency_cap_answers_503_and_recovers(
         shed = await post(http, url, client)
         assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
-        assert "retry" in shed.json()["error"]
+        assert "retry" in problem_detail(503, shed.headers["content-type"], shed.json())
         assert (await http.get(f"{url}/healthz")).status_code == 200  # probes are exempt
         assert await metric(http, url, 'bridge_requests_shed_total{service="ingest"}') >= 1
         release.set()

@@ -5,7 +5,9 @@ Half the webhook cases are signed as Siteti signs them, so generated bodies get 
 signature into the parser and the store; the other half keep the generated (hostile)
 X-Siteti-Signature header. Likewise half the read cases carry an investigator's bearer token,
 so generated references and windows reach the database; the others keep what was generated.
-The number of cases run per endpoint is printed at the end.
+Every response is checked against the OpenAPI document (status, content type, body), and
+every error answer must be problem details (application/problem+json) whose `status` is the
+HTTP status. The number of cases run per endpoint is printed at the end.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from bridge.config import get_settings
 from bridge.signing import sign_siteti_webhook
 from receipts.app import create_app
+from tests.problem_tools import problem_answers
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +40,12 @@ TOKEN = "receipts-fuzz-support-token"
 EXAMPLES = 300
 CASES: Counter[str] = Counter()
 STATUSES: dict[str, Counter[int]] = {}
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    problem_answers,
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,3 +106,4 @@ def test_receipts_never_answer_5xx(case: Any, signed: bool) -> None:
         case.operation.path == "/readyz" and response.status_code == 503
     )
     assert allowed, f"{response.status_code} {response.text[:500]}\n{case.as_curl_command()}"
+    case.validate_response(response, checks=CHECKS)

@@ -154,7 +154,7 @@ async def test_remaining_at_the_floor_pauses_until_reset(redis: Redis) -> None:
 
 async def test_a_request_that_waited_is_signed_when_sent(redis: Redis) -> None:
     gov = governor(redis, 6000)
-    await gov.pause(1.2)
+    await gov.pause(1.2, reason="429")
     sent: list[tuple[float, httpx.Request]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

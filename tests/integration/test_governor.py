@@ -52,7 +52,7 @@ async def test_two_instances_share_one_rate(two_clients: tuple[Redis, Redis]) ->
 async def test_pause_holds_every_instance(two_clients: tuple[Redis, Redis]) -> None:
     cfg = config(6000)
     first, second = (Governor(client, cfg) for client in two_clients)
-    await first.pause(0.6)  # what a 429 with Retry-After does
+    await first.pause(0.6, reason="429")  # what a 429 with Retry-After does
     started = time.monotonic()
     await second.acquire()
     assert time.monotonic() - started >= 0.55

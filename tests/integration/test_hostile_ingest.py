@@ -27,6 +27,7 @@ from bridge.signing import sign
 from ingest.app import create_app
 from ingest.flutterwave_standin import create_app as create_standin
 from tests.conftest import free_port
+from tests.problem_tools import problem_detail
 from tests.unit.test_event_schemas import MONIEPOINT_PAYLOAD
 from tests.unit.test_flutterwave_confirm import SECRET_KEY
 from tests.unit.test_providers import wasaapay_body
@@ -111,7 +112,7 @@ def signed(provider: str, payload: Any, header: str, algorithm: Any = "sha256") 
 
 def assert_refused(response: httpx.Response, status: int, *needles: str) -> None:
     assert response.status_code == status, response.text
-    message = response.json()["error"]
+    message = problem_detail(status, response.headers["content-type"], response.json())
     for needle in needles:
         assert needle in message, message
 

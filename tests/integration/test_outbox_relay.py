@@ -27,7 +27,7 @@ from bridge import audit
 from bridge.config import Settings
 from bridge.db import connect
 from bridge.events import AUDIT_TOPIC
-from bridge.kafka import DurableProducer
+from bridge.kafka import DurableProducer, Headers
 from tests.kafka_tools import consumer_from_now
 
 ROWS = 600
@@ -40,9 +40,11 @@ class CountingProducer(DurableProducer):
         super().__init__(bootstrap_servers)
         self.sent = 0
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> asyncio.Future[Any]:
         self.sent += 1
-        return await super().send(topic, value, key)
+        return await super().send(topic, value, key, headers)
 
 
 @pytest.fixture

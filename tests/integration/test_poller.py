@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from bridge import tracing
 from bridge.config import Settings, get_settings
 from bridge.kafka import new_producer
 from ingest.sources.poller import Poller, prepare
@@ -146,6 +147,9 @@ async def test_each_row_is_emitted_once(
     assert {e.type for e in events} == {"order.completed"}
     assert {e.priority for e in events} == {"bulk"}
     assert events[0].data.details["carrier"] == "GIG Logistics"
+    # A trace of its own per emitted event (bridge.correlation: the record header is the same).
+    spans = [tracing.parse(e.traceparent) for e in events]
+    assert len({span.trace_id for span in spans if span is not None}) == 5
 
     tracking = await source.tracking()
     assert {row["status"] for row in tracking.values()} == {"emitted"}

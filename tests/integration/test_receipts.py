@@ -24,6 +24,7 @@ from bridge.topics import ensure_topics
 from receipts.app import create_app
 from tests.conftest import free_port
 from tests.kafka_tools import consumer_from_now
+from tests.problem_tools import problem_detail
 from tests.serving import running
 
 pytestmark = pytest.mark.integration
@@ -117,6 +118,11 @@ async def post(
     if signature:
         headers["X-Siteti-Signature"] = signature
     return await client.post("/siteti/webhooks", content=body, headers=headers)
+
+
+def detail(response: httpx.Response) -> str:
+    """The error answer's message (checked to be problem details for its status)."""
+    return problem_detail(response.status_code, response.headers["content-type"], response.json())
 
 
 async def audit_rows(pool: asyncpg.Pool, reference: str) -> list[asyncpg.Record]:
@@ -350,7 +356,7 @@ async def test_unknown_reference_is_404(client: httpx.AsyncClient) -> None:
     reference = new_reference()
     response = await client.get(f"/audit/{reference}")
     assert response.status_code == 404
-    assert response.json() == {"error": f"no audit record for {reference}"}
+    assert detail(response) == f"no audit record for {reference}"
 
 
 # --- signatures ----------------------------------------------------------------------------
@@ -363,7 +369,7 @@ async def test_tampered_body_is_401(client: httpx.AsyncClient, pg_pool: asyncpg.
     tampered = body.replace(b"delivered", b"read", 1)
     response = await post(client, tampered, event_id=event_id, signature=signature)
     assert response.status_code == 401
-    assert "match" in response.json()["error"]
+    assert "match" in detail(response)
     assert await audit_rows(pg_pool, reference) == []
     assert (
         await pg_pool.fetchval(
@@ -377,14 +383,14 @@ async def test_stale_timestamp_is_401(client: httpx.AsyncClient) -> None:
     event_id, body = webhook("message.delivered", new_reference())
     response = await post(client, body, event_id=event_id, timestamp=int(time.time()) - 301)
     assert response.status_code == 401
-    assert "300 s" in response.json()["error"]
+    assert "300 s" in detail(response)
 
 
 async def test_missing_signature_is_401(client: httpx.AsyncClient) -> None:
     event_id, body = webhook("message.delivered", new_reference())
     response = await post(client, body, event_id=event_id, signature="")
     assert response.status_code == 401
-    assert response.json() == {"error": "missing X-Siteti-Signature header"}
+    assert detail(response) == "missing X-Siteti-Signature header"
 
 
 async def test_unknown_secret_is_401(client: httpx.AsyncClient) -> None:
@@ -419,7 +425,7 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
     _, body = webhook("message.delivered", new_reference(), padding="x" * MAX_BODY)
     response = await post(client, body)
     assert response.status_code == 413
-    assert "larger than" in response.json()["error"]
+    assert "larger than" in detail(response)
 
 
 async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
@@ -434,7 +440,7 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     response = await post(client, b'{"id": "evt_x", "type": ')
     assert response.status_code == 400
-    assert "JSON" in response.json()["error"]
+    assert "JSON" in detail(response)
 
 
 async def test_missing_fields_are_422(client: httpx.AsyncClient) -> None:
@@ -442,7 +448,7 @@ async def test_missing_fields_are_422(client: httpx.AsyncClient) -> None:
         client, orjson.dumps({"id": "evt_x", "created_at": "2026-01-20T14:32:05Z"})
     )
     assert response.status_code == 422
-    assert "type, data" in response.json()["error"]
+    assert "type, data" in detail(response)
 
 
 async def test_unknown_type_is_acknowledged_and_ignored(client: httpx.AsyncClient) -> None:
@@ -481,12 +487,12 @@ async def test_database_down_is_503_so_siteti_retries(
         assert response.status_code == 503
         ready = await c.get("/readyz")
         assert ready.status_code == 503
-        assert "postgres" in ready.json()["failed"]
+        assert "postgres" in ready.json()["failed"] and "postgres" in detail(ready)
         assert (await c.get("/healthz")).status_code == 200
         auth = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
         for path in (f"/audit/{new_reference()}", "/audit/stats"):
             response = await c.get(path, headers=auth)
-            assert response.status_code == 503 and response.json()["error"], path
+            assert response.status_code == 503 and detail(response), path
 
 
 async def test_kafka_down_still_stores_and_is_not_ready(

@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -261,6 +262,10 @@ async def test_the_cap_sheds_beyond_its_limit_and_recovers() -> None:
     shed = await call()
     assert shed[0]["status"] == 503
     assert (b"retry-after", b"1") in shed[0]["headers"]
+    assert (b"content-type", b"application/problem+json") in shed[0]["headers"]
+    problem = orjson.loads(shed[1]["body"])
+    assert (problem["status"], problem["retry_after"]) == (503, 1)
+    assert problem["type"].endswith("#overloaded") and "retry" in problem["detail"]
     exempt = asyncio.create_task(call("/healthz"))  # probes pass even at the cap
     while entered < 3:
         await asyncio.sleep(0)

@@ -29,7 +29,9 @@ class FakeProducer:
     async def stop(self) -> None:
         self.stopped = True
 
-    async def send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: Any = None
+    ) -> asyncio.Future[Any]:
         assert self.started and not self.stopped
         self.sent.append(value)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -51,6 +51,9 @@ def test_subject_normalises_the_number_and_hashes_it() -> None:
         subject_of("phone", "not a number", KEYS, "NG")
     with pytest.raises(SubjectError):
         subject_of("account", "  ", KEYS, "NG")
+    # Found by fuzzing POST /erasures: a control character was a 500, not a 400.
+    with pytest.raises(SubjectError, match="control characters"):
+        subject_of("account", "01\x97\x01", KEYS, "NG")
 
 
 def test_every_key_the_customers_events_may_carry() -> None:

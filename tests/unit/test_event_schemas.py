@@ -252,6 +252,8 @@ def test_failed_types_require_a_reason() -> None:
         (("dataversion",), "2"),
         (("specversion",), "0.3"),
         (("priority",), "urgent"),
+        (("traceparent",), "00-abc-def-01"),
+        (("traceparent",), "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"),
         (("id",), "not-a-uuid"),
         (("subject",), "no-provider"),
         (("data", "amount"), 5000.0),
@@ -283,10 +285,20 @@ def test_schemas_are_open_to_additive_changes() -> None:
     # Versioning policy: within v1 fields are only added; a consumer validating with the v1
     # files keeps accepting newer events.
     document = wire(minimal("payment.successful"))
-    document["traceparent"] = "00-abc-def-01"
+    document["partitionkey"] = "acct:0123456789"  # an extension attribute v1 does not define
+    document["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     document["data"]["loyalty_points"] = 12
     document["data"]["customer"]["tier"] = "returning"
     assert errors(document) == []
+
+
+def test_the_dispatcher_reads_events_with_extension_attributes_it_does_not_know() -> None:
+    # A newer producer's extension must not make an older dispatcher dead-letter its events.
+    document = wire(minimal("payment.successful"))
+    document["partitionkey"] = "acct:0123456789"
+    event = CanonicalEvent.from_json(orjson.dumps(document))
+    assert event.id == document["id"]
+    assert "partitionkey" not in orjson.loads(event.to_json())
 
 
 def test_details_keys_are_documented_per_type() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
@@ -110,8 +110,13 @@ def test_reading_a_record_never_raises(value: bytes, error: str) -> None:
 
     class Record:
         key, message = b"k", Message()
+        headers: ClassVar = {
+            "traceparent": b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        }
 
     Record.value = value  # type: ignore[attr-defined]
     work = read(Record())
     assert work.event is None and work.error.startswith(error)
     assert work.record.offset == 7
+    # Still in its trace: the dead-letter lines of a foreign record join its producer's.
+    assert work.traceparent == Record.headers["traceparent"]

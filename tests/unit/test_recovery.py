@@ -150,7 +150,7 @@ async def _no_runtime() -> Any:
 
 def test_admin_api_without_tokens_is_disabled() -> None:
     reply = AdminAPI(_no_runtime, Tokens.parse([], [])).authorize("Bearer anything")
-    assert reply is not None and reply.status == 503 and reply.body["error"] == DISABLED
+    assert reply is not None and reply.status == 503 and reply.body["detail"] == DISABLED
     assert AdminAPI(_no_runtime, Tokens.parse([], [""])).authorize(None) is not None
 
 

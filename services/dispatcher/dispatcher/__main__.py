@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from bridge.logs import configure_logging
+import faust
+
+from bridge.logs import configure_logging, get_logger
 
 from .app import app, settings
 
@@ -16,7 +19,17 @@ def main() -> None:
     configure_logging("dispatcher", settings.log_level)
     level = settings.log_level.lower()
     level = FAUST_LEVELS.get(level, level)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", level, *sys.argv[1:]]
+    # --quiet: no banner table on stdout; what it shows is this one line instead.
+    get_logger("dispatcher").info(
+        "dispatcher_starting",
+        id=app.conf.id,
+        broker=[str(url) for url in app.conf.broker],
+        web=f"http://{app.conf.web_host}:{app.conf.web_port}",
+        datadir=str(app.conf.datadir),
+        faust=faust.__version__,
+        pid=os.getpid(),
+    )
+    sys.argv = [sys.argv[0], "--quiet", "worker", "--loglevel", level, *sys.argv[1:]]
     app.main()
 
 

@@ -3,7 +3,7 @@
     GET  /dlq/stats             counts by status and reason (no references); query:
                                 newer_than (entries created in that window)
     GET  /dlq                   entries; query: status (comma list), reason, provider,
-                                older_than, newer_than (90s, 30m, 2h, 1d), limit
+                                reference, older_than, newer_than (90s, 30m, 2h, 1d), limit
     GET  /dlq/{id}              one entry, its payload and the reference's audit history
     POST /dlq/{id}/retry        retry now (the same path as a fresh event; never sends twice)
     POST /dlq/{id}/resolve      {"note": "..."} → completed (an operator handled it)
@@ -18,7 +18,9 @@ token is configured at all. A payload is shown with the customer's number masked
 
 Any bad input (path, query, header, body) is a 4xx saying what is wrong, never a 5xx: ids are
 ASCII digits within PostgreSQL's bigint, texts hold no NUL, numbers and ages are bounded.
-503 means the database is unavailable.
+503 means the database is unavailable. Every error is problem details (bridge.problems,
+`application/problem+json`), its `detail` the message; docs/admin-api.md documents it all,
+and `GET /dlq/openapi.json` serves the OpenAPI document (admin_openapi).
 
 `AdminAPI` holds the logic as plain async methods answering `Reply(status, body)`, so they
 can be tested without a faust worker; `register_admin` wraps them as faust pages.
@@ -37,12 +39,14 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from bridge import problems
 from bridge.access import EVERYONE, INVESTIGATORS, Role, Tokens, refusal, shown_event
 from bridge.config import Settings
 from bridge.logs import get_logger
 from bridge.protect import DataKeys, KeyConfigError, data_keys
 
 from . import dlq
+from .admin_openapi import admin_openapi
 from .pipeline import Dispatcher
 from .recovery import retry_id, retry_ids, with_owner
 
@@ -79,8 +83,9 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def error_reply(code: int, message: str, **extra: Any) -> Reply:
-    return Reply(code, {"error": message, **extra})
+def error_reply(code: int, message: str, /, **extra: Any) -> Reply:
+    """A problem details answer (bridge.problems), its kind the one its status stands for."""
+    return Reply(code, problems.problem(problems.for_status(code), code, message, **extra))
 
 
 def parse_entry_id(raw: str) -> int | None:
@@ -129,7 +134,7 @@ class AdminAPI:
         refused = refusal(self._tokens, authorization, allowed, DISABLED)
         if refused is None:
             return None
-        return Reply(refused.status, {"error": refused.message}, refused.headers)
+        return Reply(refused.status, refused.body, refused.headers)
 
     async def _dispatcher(self) -> Dispatcher:
         return with_owner((await self._get_runtime()).dispatcher, "admin")
@@ -142,12 +147,7 @@ class AdminAPI:
         except ValueError as exc:
             return error_reply(400, str(exc))
         runtime = await self._get_runtime()
-        rows = await runtime.pool.fetch(
-            "SELECT status, reason, count(*) AS n FROM dead_letters"
-            " WHERE $1::interval IS NULL OR created_at >= now() - $1::interval"
-            " GROUP BY status, reason ORDER BY status, reason",
-            window,
-        )
+        rows = await dlq.count_by_status_and_reason(runtime.pool, window)
         return Reply(200, dead_letter_counts(rows, window))
 
     async def list_entries(self, query: Mapping[str, str]) -> Reply:
@@ -186,11 +186,11 @@ class AdminAPI:
             "entry": result.entry.summary() if result.entry else None,
         }
         if result.outcome.kind == "unknown":
-            return Reply(404, {**body, "error": "no such entry"})
+            return error_reply(404, "no such entry", **body)
         if result.outcome.kind == "busy" or (
             result.outcome.kind == "not_retryable" and not result.ok
         ):
-            return Reply(409, {**body, "error": result.describe()})
+            return error_reply(409, result.describe(), **body)
         return Reply(200, body)
 
     async def settle(
@@ -218,7 +218,7 @@ class AdminAPI:
                 f"entry is {current.status}; only {', '.join(allowed)} entries can be"
                 f" {'resolved' if status == 'completed' else 'closed'}",
                 id=entry_id,
-                status=current.status,
+                entry_status=current.status,
             )
         log.info("dlq_settled_by_operator", id=entry_id, status=status, by=by)
         return Reply(200, {"id": entry_id, "entry": entry.summary()})
@@ -310,6 +310,7 @@ def _filters(params: Mapping[str, Any]) -> dlq.Filters:
             older_than=text("older_than"),
             newer_than=text("newer_than"),
             limit=text("limit"),
+            reference=text("reference"),
         )
     except OverflowError:  # an age beyond what a timedelta holds
         raise ValueError(f"older_than and newer_than are at most {MAX_AGE.days}d") from None
@@ -325,9 +326,8 @@ def _filters(params: Mapping[str, Any]) -> dlq.Filters:
 
 
 def respond(view: View, reply: Reply) -> Response:
-    response = view.bytes(
-        orjson.dumps(reply.body), content_type="application/json", status=reply.status
-    )
+    content_type = problems.MEDIA_TYPE if reply.status >= 400 else "application/json"
+    response = view.bytes(orjson.dumps(reply.body), content_type=content_type, status=reply.status)
     response.headers.update(reply.headers)
     return response
 
@@ -371,6 +371,12 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, settings: Settings) 
         return api.authorize(request.headers.get("Authorization"), allowed)
 
     # Fixed paths before the ones with an {id}, which only matches digits.
+    @app.page("/dlq/openapi.json", name="dlq_openapi")
+    class DlqOpenAPI(View):
+        # No token: the document describes the API, never its data (and tools fetch it bare).
+        async def get(self, request: Request) -> Response:
+            return respond(self, Reply(200, admin_openapi()))
+
     @app.page("/dlq/stats", name="dlq_stats")
     class DlqStats(View):
         async def get(self, request: Request) -> Response:

@@ -18,17 +18,18 @@ from bridge.audit import relay_outbox
 from bridge.config import Settings, get_settings
 from bridge.edge import Readiness
 from bridge.kafka import client_options, faust_credentials
-from bridge.logs import get_logger
+from bridge.logs import get_logger, logging_config
 from bridge.metrics import render
 
 from .admin import register_admin
 from .erasure_api import register_erasures
+from .gauges import Gauges, LagReader
 from .lanes import Lanes
 from .offsets import OffsetLedger
 from .records import Work, read, settle
 from .recovery import Retrier
 from .retention import run_periodically
-from .runtime import Runtime, build_runtime
+from .runtime import Runtime, build_runtime, shared_governor
 
 log = get_logger("dispatcher")
 settings: Settings = get_settings()
@@ -58,6 +59,10 @@ app = faust.App(
     # not: the ledger forgets revoked partitions, in-flight work finishes under its dedupe
     # lease, and the records read again after the rebalance are recognised as duplicates.
     stream_wait_empty=False,
+    # faust's worker configures logging itself: with this, every record (faust, aiokafka,
+    # aiohttp, ours) is one JSON line (bridge.logs), and its stdout redirect turns a stray
+    # print into one too.
+    logging_config=logging_config(settings.log_level),
 )
 events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 
@@ -109,9 +114,20 @@ async def retention() -> None:
     )
 
 
+async def gauges() -> None:
+    """Refreshes the gauges of shared state (dead letters, outbox, erasures, the governor's
+    pause) and this instance's consumer lag every METRICS_REFRESH_SECONDS (see gauges.py)."""
+    rt = await runtime()
+    lag = LagReader(app.consumer, settings)
+    await Gauges(rt.pool, shared_governor(settings, rt.redis), lag).run(
+        settings.metrics_refresh_seconds
+    )
+
+
 app.task(dlq_retrier)
 app.task(outbox_relay)
 app.task(retention)
+app.task(gauges)
 register_admin(app, runtime, settings)
 register_erasures(app, runtime, settings)
 

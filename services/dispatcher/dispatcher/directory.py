@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,47 @@ class Directory:
 
 @dataclass
 class ImportReport:
-    imported: int = 0
+    """What an import did (a dry run: would do), by the CSV file's line numbers."""
+
+    dry_run: bool = False
+    inserted: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
     without_phone: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
+
+    @property
+    def imported(self) -> int:
+        return len(self.inserted) + len(self.updated)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "without_phone": self.without_phone,
+            "rejected": [{"line": line, "reason": why} for line, why in self.rejected],
+        }
+
+
+@dataclass(frozen=True)
+class CsvRows:
+    """A CSV file read and checked: the rows to upsert and the lines refused, by line number."""
+
+    rows: list[tuple[int, dict[str, Any]]]
+    rejected: list[tuple[int, str]]
+
+
+def read_csv(path: Path, region: str) -> CsvRows:
+    rows: list[tuple[int, dict[str, Any]]] = []
+    rejected: list[tuple[int, str]] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for line_number, row in enumerate(csv.DictReader(handle), start=2):
+            values, problem = parse_row(row, region)
+            if values is None:
+                rejected.append((line_number, problem or "invalid"))
+            else:
+                rows.append((line_number, values))
+    return CsvRows(rows, rejected)
 
 
 def parse_row(row: dict[str, str], region: str) -> tuple[dict[str, object] | None, str | None]:
@@ -177,6 +215,7 @@ def sealed_row(values: Mapping[str, Any], keys: DataKeys) -> dict[str, Any]:
 
 
 # A changed number (by keyed hash) makes Siteti's contact id stale: it is upserted again.
+# xmax is 0 only on a row this statement inserted (an update locks the row it replaces).
 _UPSERT_BY_ACCOUNT = """
 INSERT INTO customers
   (account_number, email, email_index, phone, phone_index, name, tier, late_payments)
@@ -188,32 +227,60 @@ ON CONFLICT (account_number) DO UPDATE SET
   contact_id = CASE WHEN customers.phone_index IS DISTINCT FROM EXCLUDED.phone_index THEN NULL
                     ELSE customers.contact_id END,
   updated_at = now()
+RETURNING (xmax = 0) AS inserted
 """
 _UPSERT_BY_EMAIL = _UPSERT_BY_ACCOUNT.replace(
     "ON CONFLICT (account_number)", "ON CONFLICT (email_index) WHERE email_index IS NOT NULL"
 )
 
 
+async def import_rows(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    keys: DataKeys,
+    parsed: CsvRows,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Upsert the rows in one transaction; a row PostgreSQL refuses (an e-mail another
+    customer has) is rejected alone, under a savepoint. A dry run runs the same statements
+    and rolls them back, so it reports exactly what an import would do, and changes nothing.
+    `progress` is called with 1 after each row."""
+    report = ImportReport(dry_run=dry_run, rejected=list(parsed.rejected))
+    written: list[dict[str, Any]] = []
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            for line_number, values in parsed.rows:
+                sealed = sealed_row(values, keys)
+                statement = _UPSERT_BY_ACCOUNT if sealed["account_number"] else _UPSERT_BY_EMAIL
+                try:
+                    async with conn.transaction():
+                        inserted = await conn.fetchval(statement, *sealed.values())
+                except asyncpg.UniqueViolationError:
+                    report.rejected.append((line_number, "its email belongs to another customer"))
+                else:
+                    (report.inserted if inserted else report.updated).append(line_number)
+                    report.without_phone += sealed["phone"] is None
+                    written.append(sealed)
+                if progress is not None:
+                    progress(1)
+        except BaseException:
+            await transaction.rollback()
+            raise
+        await (transaction.rollback() if dry_run else transaction.commit())
+    report.rejected.sort()
+    if not dry_run:
+        for sealed in written:
+            stale = cache_keys(sealed["account_number"], sealed["email_index"])
+            if stale:
+                await redis.delete(*stale)
+    return report
+
+
 async def import_csv(
     pool: asyncpg.Pool, redis: Redis, keys: DataKeys, path: Path, region: str
 ) -> ImportReport:
-    report = ImportReport()
-    rows: list[dict[str, Any]] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        for line_number, row in enumerate(csv.DictReader(handle), start=2):
-            values, problem = parse_row(row, region)
-            if values is None:
-                report.rejected.append((line_number, problem or "invalid"))
-                continue
-            rows.append(sealed_row(values, keys))
-    async with pool.acquire() as conn, conn.transaction():
-        for sealed in rows:
-            statement = _UPSERT_BY_ACCOUNT if sealed["account_number"] else _UPSERT_BY_EMAIL
-            await conn.execute(statement, *sealed.values())
-    for sealed in rows:
-        report.imported += 1
-        report.without_phone += sealed["phone"] is None
-        stale = cache_keys(sealed["account_number"], sealed["email_index"])
-        if stale:
-            await redis.delete(*stale)
-    return report
+    return await import_rows(pool, redis, keys, read_csv(path, region))

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from bridge.config import Settings
-from bridge.events import EVENT_TYPES, Customer
+from bridge.events import EVENT_TYPES, Customer, describe
 from bridge.logs import get_logger
 from bridge.phones import to_siteti
 from bridge.protect import DataKeys, SealError, data_keys
@@ -73,6 +74,11 @@ def subject_of(kind: SubjectKind, raw: str, keys: DataKeys, region: str) -> Subj
         return Subject("phone", phone, keys.phone_index(phone))
     if not value or len(value) > 64:
         raise SubjectError("an account number is 1 to 64 characters")
+    try:
+        # The events' own rule: what no event can carry names no customer.
+        Customer(account_number=value)
+    except ValidationError as exc:
+        raise SubjectError(f"not an account number: {describe(exc)}") from None
     return Subject("account", value, keys.index(value, "account"))
 
 

@@ -75,7 +75,7 @@ class ErasureAPI:
         """(the caller's role, None) when they may go on; otherwise (None, the answer)."""
         refused = refusal(self._tokens, authorization, ENGINEERING, DISABLED)
         if refused is not None:
-            return None, Reply(refused.status, {"error": refused.message}, refused.headers)
+            return None, Reply(refused.status, refused.body, refused.headers)
         return self._tokens.role_of(authorization), None
 
     async def create(self, body: Any, role: Role) -> Reply:

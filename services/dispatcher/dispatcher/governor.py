@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bridge.events import Priority
+from bridge.metrics import GOVERNOR_PAUSES
 
 # KEYS: schedule (theoretical arrival time, ms), pause.
 # ARGV: interval_ms, horizon_ms (how far ahead a slot may be reserved; -1 = unbounded).
@@ -40,14 +41,19 @@ return wait
 """
 
 # KEYS: schedule, pause. ARGV: pause_ms. Extends, never shortens, a pause in force.
+# Returns 1 when it started or extended the pause, 0 when one in force already lasts longer.
 _PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ms = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[2]) < ms then redis.call('SET', KEYS[2], '1', 'PX', ms) end
+local extended = 0
+if redis.call('PTTL', KEYS[2]) < ms then
+  redis.call('SET', KEYS[2], '1', 'PX', ms)
+  extended = 1
+end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now + ms then redis.call('SET', KEYS[1], now + ms, 'PX', ms + 60000) end
-return ms
+return extended
 """
 
 
@@ -95,13 +101,18 @@ class Governor:
             # Paused, or (bulk) the schedule is busy: look again shortly.
             await asyncio.sleep(min(-wait_ms, 1000) / 1000)
 
-    async def pause(self, seconds: float) -> None:
-        """Every instance holds its calls for `seconds` (a 429/503 Retry-After)."""
-        if seconds > 0:
-            await self._pause(keys=self._keys, args=[int(seconds * 1000)])
+    async def pause(self, seconds: float, *, reason: str) -> None:
+        """Every instance holds its calls for `seconds` (a 429/503 Retry-After: `reason` is
+        the status; or `remaining_floor`), counted when it starts or extends the pause."""
+        if seconds > 0 and await self._pause(keys=self._keys, args=[int(seconds * 1000)]):
+            GOVERNOR_PAUSES.labels(reason).inc()
 
     async def observe(self, remaining: int | None, reset_at: float | None) -> None:
         """Slow before the wall: at the floor of the window's budget, wait for its reset."""
         if remaining is None or reset_at is None or remaining > self._config.remaining_floor:
             return
-        await self.pause(reset_at - time.time())
+        await self.pause(reset_at - time.time(), reason="remaining_floor")
+
+    async def paused_for(self) -> float:
+        """Seconds left of the cluster-wide pause (0 when none)."""
+        return max(0, int(await self._redis.pttl(self._keys[1]))) / 1000

@@ -16,9 +16,10 @@ from typing import TypeVar
 import asyncpg
 
 from bridge.audit import record_now
+from bridge.correlation import current_trace_id
 from bridge.events import CanonicalEvent, stable_key
 from bridge.logs import get_logger
-from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED
+from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED, MESSAGES_SENT
 from bridge.retry import RetryPolicy
 
 from . import dlq
@@ -86,7 +87,13 @@ class Dispatcher:
             source="dispatcher",
             occurred_at=event.time,
             customer_hash=self.directory.customer_hash(event),
-            detail={"type": event.type, "event_id": event.id, "amount": str(event.data.amount)},
+            detail={
+                "type": event.type,
+                "event_id": event.id,
+                "amount": str(event.data.amount),
+                # What receipts joins Siteti's webhooks (which carry no trace) to.
+                "trace_id": current_trace_id(),
+            },
         )
         return await self.deliver(event)
 
@@ -128,6 +135,7 @@ class Dispatcher:
         await self.dedupe.confirm(event.dedupe_key)
         EVENT_TO_SEND.observe(max(0.0, time.time() - event.time.timestamp()))
         EVENTS_PROCESSED.labels(event.type, "sent").inc()
+        MESSAGES_SENT.labels(event.type).inc()
         message_id = answer.body.get("message_id")
         sent = Sent(message_id if isinstance(message_id, str) else None, answer.replayed)
         log.info(

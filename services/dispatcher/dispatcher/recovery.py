@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
@@ -23,9 +24,11 @@ from typing import Literal
 import asyncpg
 from pydantic import ValidationError
 
+from bridge.correlation import correlated
 from bridge.events import CanonicalEvent
 from bridge.logs import get_logger
 from bridge.retry import RetryPolicy
+from bridge.tracing import continue_trace
 
 from . import dlq
 from .erasure import retry_pending
@@ -82,6 +85,18 @@ def with_owner(dispatcher: Dispatcher, suffix: str) -> Dispatcher:
 # --- one retry --------------------------------------------------------------------------
 
 
+def _correlation(entry: dlq.Entry) -> AbstractContextManager[object]:
+    """A retry continues the trace the event came with (its stored `traceparent`), with its
+    id and reference on every line."""
+    payload = entry.payload
+    traceparent, event_id = payload.get("traceparent"), payload.get("id")
+    return correlated(
+        continue_trace(traceparent if isinstance(traceparent, str) else None),
+        event_id=event_id if isinstance(event_id, str) else None,
+        reference=entry.reference,
+    )
+
+
 async def retry_entry(
     dispatcher: Dispatcher,
     entry: dlq.Entry,
@@ -98,69 +113,72 @@ async def retry_entry(
     """
     if entry.status != "processing":
         raise ValueError(f"entry {entry.id} is {entry.status}: claim it before retrying")
-    pool = dispatcher.pool
-    owner = dispatcher.instance_id
-    try:
-        event = CanonicalEvent.model_validate(entry.payload)
-    except ValidationError:
-        # An unprocessable record kept raw (not a canonical event): nothing to send again;
-        # a person closes it, or republishes a corrected event.
-        await dlq.release(pool, entry)
-        log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=NOT_AN_EVENT.label)
-        return NOT_AN_EVENT
-
-    if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner):
-        state = await dispatcher.dedupe.reserve(entry.dedupe_key, owner)
-        if state == "done":
-            # Sent by an earlier attempt whose outcome was never written here.
-            done = await dlq.mark(pool, entry.id, "completed")
-            await dlq.record_retry(pool, done or entry, ALREADY_SENT.label, by)
-            log.info(
-                "dlq_retry", id=entry.id, reference=entry.reference, outcome=ALREADY_SENT.label
-            )
-            return ALREADY_SENT
-        if state != "reserved":
-            await dlq.release(pool, entry)
-            log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=BUSY.label)
-            return BUSY
-
-    try:
-        delivered = await for_entry(dispatcher, entry).deliver(event)
-    except BaseException:
-        # Infrastructure failure or cancellation: hand the entry and the event back untouched.
-        # (An entry left `processing` by a crash is recovered by `Retrier` after a while.)
+    with _correlation(entry):
+        pool = dispatcher.pool
+        owner = dispatcher.instance_id
         try:
-            await asyncio.shield(dlq.release(pool, entry))
-            await asyncio.shield(dispatcher.dedupe.park(entry.dedupe_key, owner))
-        except Exception as exc:
-            log.warning("dlq_release_failed", id=entry.id, error=repr(exc))
-        raise
+            event = CanonicalEvent.model_validate(entry.payload)
+        except ValidationError:
+            # An unprocessable record kept raw (not a canonical event): nothing to send again;
+            # a person closes it, or republishes a corrected event.
+            await dlq.release(pool, entry)
+            log.info(
+                "dlq_retry", id=entry.id, reference=entry.reference, outcome=NOT_AN_EVENT.label
+            )
+            return NOT_AN_EVENT
 
-    if isinstance(delivered, Sent):
-        outcome = SENT
-        updated = await dlq.mark(pool, entry.id, "completed", retried=True)
-    else:
-        # `deliver` stored its new decision; the retry's bookkeeping goes on top of it.
-        after = dlq.after_retry(
-            entry,
-            reason=delivered.reason,
-            status=delivered.status,
-            policy=policy,
-            max_retries=max_retries,
+        if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner):
+            state = await dispatcher.dedupe.reserve(entry.dedupe_key, owner)
+            if state == "done":
+                # Sent by an earlier attempt whose outcome was never written here.
+                done = await dlq.mark(pool, entry.id, "completed")
+                await dlq.record_retry(pool, done or entry, ALREADY_SENT.label, by)
+                log.info(
+                    "dlq_retry", id=entry.id, reference=entry.reference, outcome=ALREADY_SENT.label
+                )
+                return ALREADY_SENT
+            if state != "reserved":
+                await dlq.release(pool, entry)
+                log.info("dlq_retry", id=entry.id, reference=entry.reference, outcome=BUSY.label)
+                return BUSY
+
+        try:
+            delivered = await for_entry(dispatcher, entry).deliver(event)
+        except BaseException:
+            # Infrastructure failure or cancellation: hand the entry and the event back untouched.
+            # (An entry left `processing` by a crash is recovered by `Retrier` after a while.)
+            try:
+                await asyncio.shield(dlq.release(pool, entry))
+                await asyncio.shield(dispatcher.dedupe.park(entry.dedupe_key, owner))
+            except Exception as exc:
+                log.warning("dlq_release_failed", id=entry.id, error=repr(exc))
+            raise
+
+        if isinstance(delivered, Sent):
+            outcome = SENT
+            updated = await dlq.mark(pool, entry.id, "completed", retried=True)
+        else:
+            # `deliver` stored its new decision; the retry's bookkeeping goes on top of it.
+            after = dlq.after_retry(
+                entry,
+                reason=delivered.reason,
+                status=delivered.status,
+                policy=policy,
+                max_retries=max_retries,
+            )
+            updated = await dlq.settle_retry(pool, entry, after)
+            kind: RetryKind = "gave_up" if after.status == "failed" else "dead_lettered"
+            outcome = RetryOutcome(kind, delivered.reason)
+        await dlq.record_retry(pool, updated or entry, outcome.label, by)
+        log.info(
+            "dlq_retry",
+            id=entry.id,
+            reference=entry.reference,
+            outcome=outcome.label,
+            status=updated.status if updated else None,
+            retry_count=updated.retry_count if updated else None,
         )
-        updated = await dlq.settle_retry(pool, entry, after)
-        kind: RetryKind = "gave_up" if after.status == "failed" else "dead_lettered"
-        outcome = RetryOutcome(kind, delivered.reason)
-    await dlq.record_retry(pool, updated or entry, outcome.label, by)
-    log.info(
-        "dlq_retry",
-        id=entry.id,
-        reference=entry.reference,
-        outcome=outcome.label,
-        status=updated.status if updated else None,
-        retry_count=updated.retry_count if updated else None,
-    )
-    return outcome
+        return outcome
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.logs import get_logger
+from bridge.metrics import RETENTION_DELETED
 
 log = get_logger("dispatcher.retention")
 
@@ -239,6 +240,9 @@ async def run(
         else:
             rows[rule.table] = await _delete_rows(pool, rule, cutoff, batch_size)
     files = await asyncio.to_thread(_delete_files, filedrop_dir, cutoff, dry_run)
+    if not dry_run:
+        for table, count in [*rows.items(), ("files", files or 0)]:
+            RETENTION_DELETED.labels(table).inc(count)
     still_open = await pool.fetchval(OPEN_DEAD_LETTERS_SQL, cutoff, list(OPEN_DEAD_LETTERS))
     return Report(cutoff, dry_run, rows, files, int(still_open))
 

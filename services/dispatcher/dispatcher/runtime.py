@@ -97,11 +97,9 @@ def siteti_keys(settings: Settings) -> SitetiKeys:
     return SitetiKeys(listed_keys(settings.siteti_api_keys, settings.siteti_api_key))
 
 
-def siteti_http(
-    settings: Settings, redis: Redis, keys: SitetiKeys, *, max_connections: int
-) -> httpx.AsyncClient:
-    """The HTTP client for Siteti: the shared rate governor, then metrics, then the wire."""
-    governor = Governor(
+def shared_governor(settings: Settings, redis: Redis) -> Governor:
+    """The rate governor every instance calling the configured Siteti account shares."""
+    return Governor(
         redis,
         GovernorConfig(
             settings.siteti_rate_limit_per_minute,
@@ -109,6 +107,13 @@ def siteti_http(
             key_prefix=f"bridge:governor:{stable_key(settings.siteti_base_url)}",
         ),
     )
+
+
+def siteti_http(
+    settings: Settings, redis: Redis, keys: SitetiKeys, *, max_connections: int
+) -> httpx.AsyncClient:
+    """The HTTP client for Siteti: the shared rate governor, then metrics, then the wire."""
+    governor = shared_governor(settings, redis)
     wire = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections))
     auth = SitetiAuth(keys, settings.siteti_signing_secret)
     return httpx.AsyncClient(

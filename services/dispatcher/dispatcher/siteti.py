@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bridge.correlation import outgoing_headers
 from bridge.events import Priority
 from bridge.logs import get_logger
 from bridge.metrics import GOVERNOR_WAIT, SITETI_CALLS, SITETI_KEY_SWITCHES, SITETI_LATENCY
@@ -305,7 +306,7 @@ class GovernedTransport(httpx.AsyncBaseTransport):
             await self._governor.observe(rate_limit.remaining, rate_limit.reset_at)
             retry_after = retry_after_of(response.headers)
             if retry_after and response.status_code in (429, 503):
-                await self._governor.pause(retry_after)
+                await self._governor.pause(retry_after, reason=str(response.status_code))
         except BaseException:
             await response.aclose()
             raise
@@ -343,7 +344,8 @@ class SitetiClient:
         idempotency_key: str | None = None,
         priority: Priority = "transactional",
     ) -> Answer:
-        headers = {"Content-Type": "application/json; charset=utf-8"}
+        # The event being handled's trace (bridge.correlation): Siteti's side of it joins.
+        headers = {"Content-Type": "application/json; charset=utf-8", **outgoing_headers()}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         content = orjson.dumps(body) if body is not None else b""

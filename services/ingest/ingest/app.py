@@ -12,13 +12,29 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from bridge import problems
 from bridge.config import Settings, get_settings
-from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
+from bridge.correlation import (
+    TraceContextMiddleware,
+    correlated,
+    current_span,
+    kafka_headers,
+    traced,
+)
+from bridge.edge import (
+    BodyTooLarge,
+    Readiness,
+    add_probes,
+    add_problem_handlers,
+    problem_response,
+    read_limited_body,
+)
 from bridge.kafka import DurableProducer, client_options, publish
 from bridge.logs import get_logger
-from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED
+from bridge.metrics import INGEST_LATENCY, WEBHOOKS_RECEIVED, observe_provider_delay
 from bridge.protect import sealer
 from bridge.signing import SignatureError
+from bridge.tracing import new_trace
 
 from .defences import ConcurrencyCap, EdgeDefences
 from .providers import PROVIDERS
@@ -31,13 +47,9 @@ from .providers.base import (
     Provider,
     WebhookRequest,
 )
-from .providers.openapi import webhook_openapi
+from .providers.openapi import WEBHOOK_RESPONSES, webhook_openapi
 
 log = get_logger("ingest")
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,17 +82,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="siteti-bridge ingest", lifespan=lifespan)
     app.add_middleware(ConcurrencyCap, limit=settings.ingest_max_concurrency)
+    # The provider's traceparent continued (or a new trace) for the whole request.
+    app.add_middleware(TraceContextMiddleware)
 
-    @app.post("/webhooks/{provider_name}", openapi_extra=webhook_openapi())
+    @app.post(
+        "/webhooks/{provider_name}", openapi_extra=webhook_openapi(), responses=WEBHOOK_RESPONSES
+    )
     async def webhook(provider_name: str, request: Request) -> Response:
         started = time.perf_counter()
         client = defences.client(request)
         provider = PROVIDERS.get(provider_name)
         if provider is None:
             message = f"unknown provider {provider_name!r}; known: {sorted(PROVIDERS)}"
-            return await defences.reject(client, None, "unknown_provider", error(404, message))
+            unknown = problem_response(problems.NOT_FOUND, 404, message)
+            return await defences.reject(client, None, "unknown_provider", unknown)
         if not defences.allowed(provider_name, client):
-            refused = error(403, f"client address {client} is not allowed for {provider_name}")
+            refused = problem_response(
+                problems.CLIENT_NOT_ALLOWED,
+                403,
+                f"client address {client} is not allowed for {provider_name}",
+            )
             return await defences.reject(client, provider_name, "ip_not_allowed", refused)
 
         def outcome(name: str) -> None:
@@ -91,7 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except BodyTooLarge:
             outcome("too_large")
             message = f"body is larger than {settings.max_body_bytes} bytes"
-            return await defences.reject(client, provider_name, "too_large", error(413, message))
+            too_large = problem_response(problems.TOO_LARGE, 413, message)
+            return await defences.reject(client, provider_name, "too_large", too_large)
 
         webhook_request = WebhookRequest(
             body=body, headers={k.lower(): v for k, v in request.headers.items()}
@@ -100,17 +122,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             provider.verify(webhook_request, secrets_for(provider, settings))
         except SignatureError as exc:
             outcome("bad_signature")
-            refused = error(provider.bad_signature_status, f"signature check failed: {exc}")
+            refused = problem_response(
+                problems.BAD_SIGNATURE,
+                provider.bad_signature_status,
+                f"signature check failed: {exc}",
+            )
             return await defences.reject(client, provider_name, "bad_signature", refused, str(exc))
 
         try:
             result = provider.parse(webhook_request)
         except orjson.JSONDecodeError as exc:
             outcome("malformed")
-            return error(400, f"body is not valid JSON: {exc}")
+            return problem_response(problems.INVALID_REQUEST, 400, f"body is not valid JSON: {exc}")
         except PayloadError as exc:
             outcome("invalid")
-            return error(422, str(exc))
+            return problem_response(problems.UNUSABLE_PAYLOAD, 422, str(exc))
 
         if isinstance(result, Handshake):
             outcome("handshake")
@@ -129,10 +155,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     provider=provider_name,
                     reason=str(exc),
                 )
-                return error(401, f"transaction not confirmed by {provider_name}: {exc}")
+                return problem_response(
+                    problems.NOT_CONFIRMED,
+                    401,
+                    f"transaction not confirmed by {provider_name}: {exc}",
+                )
             except httpx.HTTPError as exc:
                 outcome("confirm_unavailable")
-                return error(
+                return problem_response(
+                    problems.UNAVAILABLE,
                     503,
                     f"could not confirm the transaction with {provider_name}; retry later ({exc})",
                 )
@@ -140,17 +171,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = request.app.state.producer
         try:
             for event in result:
-                key, value = seal(event)
-                await publish(
-                    producer, settings.events_topic, key, value, settings.kafka_send_timeout_seconds
-                )
+                event = traced(event, current_span() or new_trace())
+                with correlated(event_id=event.id, reference=event.reference):
+                    key, value = seal(event)
+                    await publish(
+                        producer,
+                        settings.events_topic,
+                        key,
+                        value,
+                        settings.kafka_send_timeout_seconds,
+                        kafka_headers(event),
+                    )
+                    log.info("event_published", type=event.type)
         except Exception as exc:
             outcome("kafka_unavailable")
             log.error("kafka_publish_failed", provider=provider_name, error=repr(exc))
-            return error(503, "the event could not be stored durably; retry later")
+            return problem_response(
+                problems.UNAVAILABLE, 503, "the event could not be stored durably; retry later"
+            )
 
         outcome("accepted")
         INGEST_LATENCY.labels(provider_name).observe(time.perf_counter() - started)
+        observe_provider_delay(provider_name, (e.data.occurred_at for e in result))
         log.info("webhook_accepted", provider=provider_name, events=[e.dedupe_key for e in result])
         return JSONResponse(
             {
@@ -163,10 +205,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await app.state.producer.check_connection()
         except Exception as exc:
-            return Readiness(False, {"error": f"kafka not reachable: {exc!r}"})
+            return Readiness(False, {"failed": {"kafka": repr(exc)}})
         return Readiness(True, {"status": "ready"})
 
     add_probes(app, ready)
+    add_problem_handlers(app)
 
     return app
 

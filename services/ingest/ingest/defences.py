@@ -22,10 +22,12 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge import problems
 from bridge.config import Settings
+from bridge.edge import problem_response
 from bridge.logs import get_logger
 from bridge.metrics import (
     RATE_LIMITER_ERRORS,
@@ -264,13 +266,13 @@ class EdgeDefences:
             if count.count == self.limit_per_minute + 1:
                 # Once per window: a flood must not become a flood of log lines.
                 self._log(client, provider_label, "rate_limited", f"after {reason}")
-            return JSONResponse(
-                {
-                    "error": "too many rejected requests from this address;"
-                    f" retry in {count.retry_after} s with a valid signature",
-                },
-                status_code=429,
+            return problem_response(
+                problems.RATE_LIMITED,
+                429,
+                "too many rejected requests from this address;"
+                f" retry in {count.retry_after} s with a valid signature",
                 headers={"retry-after": str(count.retry_after)},
+                retry_after=count.retry_after,
             )
         SECURITY_REJECTIONS.labels(SERVICE, provider_label, reason).inc()
         self._log(client, provider_label, reason, detail)
@@ -294,8 +296,6 @@ class EdgeDefences:
 
 # --- the concurrency cap (pure ASGI) ------------------------------------------------------
 
-_SHED_BODY = orjson.dumps({"error": "too many requests in progress; retry shortly"})
-
 
 class ConcurrencyCap:
     """At most `limit` HTTP requests in this process at once; the rest are answered 503
@@ -315,9 +315,17 @@ class ConcurrencyCap:
         self.exempt = frozenset(exempt)
         self.in_flight = 0
         self._gauge = REQUESTS_IN_FLIGHT.labels(SERVICE)
+        self._body = orjson.dumps(
+            problems.problem(
+                problems.OVERLOADED,
+                503,
+                "too many requests in progress; retry shortly",
+                retry_after=retry_after_seconds,
+            )
+        )
         self._headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(_SHED_BODY)).encode()),
+            (b"content-type", problems.MEDIA_TYPE.encode()),
+            (b"content-length", str(len(self._body)).encode()),
             (b"retry-after", str(retry_after_seconds).encode()),
         ]
 
@@ -328,7 +336,7 @@ class ConcurrencyCap:
         if self.in_flight >= self.limit:
             REQUESTS_SHED.labels(SERVICE).inc()
             await send({"type": "http.response.start", "status": 503, "headers": self._headers})
-            await send({"type": "http.response.body", "body": _SHED_BODY})
+            await send({"type": "http.response.body", "body": self._body})
             return
         self.in_flight += 1
         self._gauge.inc()

@@ -12,8 +12,7 @@ from .app import create_app
 def main() -> None:
     settings = get_settings()
     configure_logging("receipts", settings.log_level)
-    # Our structlog lines are the log; uvicorn's own config would replace the JSON set-up.
-    serve(create_app(settings), settings.receipts_host, settings.receipts_port, log_config=None)
+    serve(create_app(settings), settings.receipts_host, settings.receipts_port)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,29 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
-from bridge import audit
+from bridge import audit, problems
 from bridge.access import EVERYONE, INVESTIGATORS, Refusal, Role, Tokens, refusal
 from bridge.config import Settings
+from bridge.correlation import TraceContextMiddleware
 from bridge.db import connect
-from bridge.edge import BodyTooLarge, Readiness, add_probes, read_limited_body
+from bridge.edge import (
+    BodyTooLarge,
+    ProblemResponse,
+    Readiness,
+    add_probes,
+    add_problem_handlers,
+    problem_response,
+    read_limited_body,
+)
 from bridge.kafka import DurableProducer, client_options
 from bridge.logs import get_logger
 from bridge.metrics import RECEIPTS
 from bridge.retry import OUTAGE_BACKOFF
 from bridge.signing import SignatureError, verify_siteti_webhook
 
+from .correlation import correlate
+from .delivery import note_delivery
+from .openapi import STATS_RESPONSES, TRAIL_RESPONSES, WEBHOOK_OPENAPI, WEBHOOK_RESPONSES
 from .status import summarize
 from .webhooks import (
     MAX_REFERENCE_CHARS,
@@ -52,87 +64,10 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutErr
 # parser already refuses what these would catch; they are the net under it.
 _VALUE_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 
-# The webhook endpoint reads its raw body itself (the signature covers the exact bytes), so
-# its request is described here: Siteti's webhook contract, for readers and for fuzzing.
-_WEBHOOK_OPENAPI: dict[str, Any] = {
-    "parameters": [
-        {
-            "name": "X-Siteti-Signature",
-            "in": "header",
-            "required": True,
-            "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>[,v1=…]",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "X-Siteti-Event-Id",
-            "in": "header",
-            "required": False,
-            "description": "Accepted but not trusted: duplicates are told apart by the body's id",
-            "schema": {"type": "string"},
-        },
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["id", "type", "data"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "type": {"type": "string", "enum": sorted(STAGE_BY_TYPE)},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "data": {
-                            "type": "object",
-                            "properties": {
-                                name: {"type": "string"}
-                                for name in (
-                                    "reference",
-                                    "message_id",
-                                    "contact_id",
-                                    "bsuid",
-                                    "status",
-                                    "state",
-                                    "window_expires_at",
-                                    "text",
-                                    "to",
-                                    "from",
-                                )
-                            }
-                            | {
-                                "error": {
-                                    "type": "object",
-                                    "properties": {
-                                        "code": {"type": "integer"},
-                                        "title": {"type": "string"},
-                                    },
-                                }
-                            },
-                        },
-                    },
-                }
-            },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-}
 DISABLED = "audit API disabled: set API_TOKENS"
 MAX_STATS_HOURS = 24 * 366
 # Declares the scheme in the OpenAPI document; the header is checked by `refusal`.
 _BEARER = HTTPBearer(auto_error=False, description="a token from API_TOKENS (role:token)")
-_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or unknown bearer token"},
-    403: {"description": "the token's role may not read this"},
-    503: {"description": "no token configured (the API is off), or storage unavailable"},
-}
-_WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "stored, duplicate, or ignored (a type this version does not use)"},
-    400: {"description": "not a JSON object"},
-    401: {"description": "missing, stale or wrong signature"},
-    413: {"description": "body over MAX_BODY_BYTES"},
-    422: {"description": "authentic but unusable (missing or invalid fields)"},
-    503: {"description": "storage unavailable: Siteti retries"},
-}
 
 
 class Refused(Exception):
@@ -226,7 +161,14 @@ def _answer(
     status: int, body: dict[str, Any], event_type: str | None, outcome: str
 ) -> JSONResponse:
     RECEIPTS.labels(_type_label(event_type), outcome).inc()
-    return JSONResponse(body, status_code=status)
+    answer = ProblemResponse if status >= 400 else JSONResponse
+    return answer(body, status_code=status)
+
+
+def _refuse(
+    kind: problems.ProblemType, status: int, detail: str, event_type: str | None, outcome: str
+) -> JSONResponse:
+    return _answer(status, problems.problem(kind, status, detail), event_type, outcome)
 
 
 async def _store(pool: asyncpg.Pool, receipt: Receipt) -> bool:
@@ -275,23 +217,24 @@ def create_app(settings: Settings) -> FastAPI:
             await runtime.pool.close()
 
     app = FastAPI(title="siteti-bridge receipts", lifespan=lifespan)
+    # Siteti's traceparent when it sends one; else `correlate` finds the trace by reference.
+    app.add_middleware(TraceContextMiddleware, start=False)
     app.state.runtime = runtime
     tokens = Tokens.from_settings(settings)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
         answer = exc.refusal
-        return JSONResponse(
-            {"error": answer.message}, status_code=answer.status, headers=answer.headers
-        )
+        return ProblemResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
-    @app.post("/siteti/webhooks", openapi_extra=_WEBHOOK_OPENAPI, responses=_WEBHOOK_RESPONSES)
+    @app.post("/siteti/webhooks", openapi_extra=WEBHOOK_OPENAPI, responses=WEBHOOK_RESPONSES)
     async def siteti_webhook(request: Request) -> JSONResponse:
         try:
             body = await read_limited_body(request, settings.max_body_bytes)
         except BodyTooLarge:
             limit = settings.max_body_bytes
-            return _answer(413, {"error": f"body is larger than {limit} bytes"}, None, "too_large")
+            message = f"body is larger than {limit} bytes"
+            return _refuse(problems.TOO_LARGE, 413, message, None, "too_large")
         try:
             verify_siteti_webhook(
                 request.headers.get("x-siteti-signature"), body, settings.siteti_webhook_secrets
@@ -303,7 +246,7 @@ def create_app(settings: Settings) -> FastAPI:
                 reason=str(exc),
                 client_ip=request.client.host if request.client else None,
             )
-            return _answer(401, {"error": str(exc)}, None, "rejected")
+            return _refuse(problems.BAD_SIGNATURE, 401, str(exc), None, "rejected")
         try:
             receipt = parse_webhook(body)
         except UnknownType as exc:
@@ -312,7 +255,9 @@ def create_app(settings: Settings) -> FastAPI:
             return _answer(200, {"status": "ignored"}, "other", "ignored")
         except WebhookError as exc:
             log.warning("siteti_webhook_invalid", status=exc.status, reason=str(exc))
-            return _answer(exc.status, {"error": str(exc)}, None, "invalid")
+            kind = problems.UNUSABLE_PAYLOAD if exc.status == 422 else problems.INVALID_REQUEST
+            return _refuse(kind, exc.status, str(exc), None, "invalid")
+        await correlate(runtime.pool, receipt)
         header_id = request.headers.get("x-siteti-event-id")
         if header_id and header_id != receipt.event_id:
             # Not an error (the header is unsigned and ignored), but worth seeing if it recurs.
@@ -323,17 +268,15 @@ def create_app(settings: Settings) -> FastAPI:
             stored = await _store(runtime.pool, receipt)
         except _VALUE_ERRORS as exc:
             log.warning("siteti_webhook_unstorable", event_id=receipt.event_id, error=repr(exc))
-            return _answer(
-                422,
-                {"error": "the webhook holds a value that cannot be stored"},
-                receipt.type,
-                "invalid",
-            )
+            message = "the webhook holds a value that cannot be stored"
+            return _refuse(problems.UNUSABLE_PAYLOAD, 422, message, receipt.type, "invalid")
         except _DB_ERRORS as exc:
             log.error("siteti_webhook_store_failed", event_id=receipt.event_id, error=repr(exc))
-            return _answer(503, {"error": "storage unavailable, retry"}, receipt.type, "error")
+            message = "storage unavailable, retry"
+            return _refuse(problems.UNAVAILABLE, 503, message, receipt.type, "error")
         if not stored:
             return _answer(200, {"status": "duplicate"}, receipt.type, "duplicate")
+        await note_delivery(runtime.pool, receipt)
         log.info(
             "siteti_webhook_stored",
             event_id=receipt.event_id,
@@ -343,7 +286,7 @@ def create_app(settings: Settings) -> FastAPI:
         return _answer(200, {"status": "stored"}, receipt.type, "stored")
 
     # Before /audit/{reference:path}, which would take "stats" as a reference.
-    @app.get("/audit/stats", dependencies=[_caller(tokens, EVERYONE)], responses=_READ_RESPONSES)
+    @app.get("/audit/stats", dependencies=[_caller(tokens, EVERYONE)], responses=STATS_RESPONSES)
     async def audit_stats(
         hours: int = Query(24, ge=1, le=MAX_STATS_HOURS, description="the window, back from now"),
     ) -> JSONResponse:
@@ -359,38 +302,29 @@ def create_app(settings: Settings) -> FastAPI:
                 )
         except _DB_ERRORS as exc:
             log.error("audit_stats_failed", error=repr(exc))
-            return JSONResponse({"error": "storage unavailable"}, status_code=503)
+            return problem_response(problems.UNAVAILABLE, 503, "storage unavailable")
         return JSONResponse(stage_counts(rows, hours, since.isoformat()))
 
     @app.get(
         "/audit/{reference:path}",
         dependencies=[_caller(tokens, INVESTIGATORS)],
-        responses=_READ_RESPONSES,
+        responses=TRAIL_RESPONSES,
     )
     async def audit_trail(reference: str) -> JSONResponse:
         if not storable(reference, MAX_REFERENCE_CHARS):
             # Nothing stored can have this reference; not echoed, as it may not even encode.
-            return JSONResponse({"error": "no audit record for that reference"}, status_code=404)
-        not_found = JSONResponse({"error": f"no audit record for {reference}"}, status_code=404)
+            return problem_response(problems.NOT_FOUND, 404, "no audit record for that reference")
+        not_found = problem_response(problems.NOT_FOUND, 404, f"no audit record for {reference}")
         try:
             entries = await audit.history(runtime.pool, reference)
         except _VALUE_ERRORS:
             return not_found
         except _DB_ERRORS as exc:
             log.error("audit_read_failed", error=repr(exc))
-            return JSONResponse({"error": "storage unavailable"}, status_code=503)
+            return problem_response(problems.UNAVAILABLE, 503, "storage unavailable")
         if not entries:
             return not_found
-        events = [
-            {
-                "stage": e["stage"],
-                "source": e["source"],
-                "occurred_at": e["occurred_at"].isoformat(),
-                "recorded_at": e["recorded_at"].isoformat(),
-                "detail": e["detail"],
-            }
-            for e in entries
-        ]
+        events = audit.as_json(entries)
         status = summarize([e["stage"] for e in entries])
         return JSONResponse({"reference": reference, "status": status, "events": events})
 
@@ -408,5 +342,6 @@ def create_app(settings: Settings) -> FastAPI:
         return Readiness(True, {"status": "ready"})
 
     add_probes(app, ready)
+    add_problem_handlers(app)
 
     return app

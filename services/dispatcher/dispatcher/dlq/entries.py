@@ -114,6 +114,7 @@ class Filters:
     older_than: timedelta | None = None
     newer_than: timedelta | None = None
     limit: int = 100
+    reference: str | None = None  # one transaction's entries (the console's story page)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.statuses if s not in STATUSES]
@@ -132,6 +133,7 @@ class Filters:
         older_than: str | None = None,
         newer_than: str | None = None,
         limit: int | str | None = None,
+        reference: str | None = None,
     ) -> Filters:
         """From text (CLI options, query parameters); `status` may be a comma list."""
         parts = [status] if isinstance(status, str) else list(status or [])
@@ -147,13 +149,19 @@ class Filters:
             older_than=parse_age(older_than) if older_than else None,
             newer_than=parse_age(newer_than) if newer_than else None,
             limit=count,
+            reference=reference or None,
         )
 
     @property
     def narrowing(self) -> bool:
         """At least one condition besides the limit (bulk actions require one)."""
         return bool(
-            self.statuses or self.reason or self.provider or self.older_than or self.newer_than
+            self.statuses
+            or self.reason
+            or self.provider
+            or self.older_than
+            or self.newer_than
+            or self.reference
         )
 
 
@@ -165,6 +173,7 @@ async def list_entries(
     older_than: timedelta | None = None,
     newer_than: timedelta | None = None,
     limit: int = 100,
+    reference: str | None = None,
 ) -> list[Entry]:
     """Entries matching every filter given, oldest first."""
     statuses = [status] if isinstance(status, str) else list(status or [])
@@ -181,6 +190,8 @@ async def list_entries(
         clauses.append(f"reason = {arg(reason)}")
     if provider:
         clauses.append(f"provider = {arg(provider)}")
+    if reference:
+        clauses.append(f"reference = {arg(reference)}")
     if older_than is not None:
         clauses.append(f"created_at <= now() - {arg(older_than)}::interval")
     if newer_than is not None:
@@ -203,12 +214,27 @@ async def list_matching(pool: asyncpg.Pool, filters: Filters) -> list[Entry]:
         older_than=filters.older_than,
         newer_than=filters.newer_than,
         limit=filters.limit,
+        reference=filters.reference,
     )
 
 
 async def get_entry(pool: asyncpg.Pool, id: int) -> Entry | None:
     row = await pool.fetchrow(f"SELECT {ENTRY_COLUMNS} FROM dead_letters WHERE id = $1", id)  # noqa: S608
     return Entry.from_row(row) if row is not None else None
+
+
+async def count_by_status_and_reason(
+    pool: asyncpg.Pool, newer_than: timedelta | None = None
+) -> list[asyncpg.Record]:
+    """(status, reason, n) rows of entries created within `newer_than` (None: all): the
+    figures of `GET /dlq/stats` and `bridge dlq stats`."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "SELECT status, reason, count(*) AS n FROM dead_letters"
+        " WHERE $1::interval IS NULL OR created_at >= now() - $1::interval"
+        " GROUP BY status, reason ORDER BY status, reason",
+        newer_than,
+    )
+    return rows
 
 
 async def entry_history(pool: asyncpg.Pool, entry: Entry) -> list[dict[str, Any]]:

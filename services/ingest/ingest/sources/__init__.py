@@ -27,7 +27,7 @@ import re
 import signal
 import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -35,9 +35,13 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from bridge.correlation import kafka_headers, traced
 from bridge.events import EVENT_TYPES, CanonicalEvent, Customer, EventData, describe, new_event
 from bridge.kafka import Publisher
+from bridge.logs import get_logger
+from bridge.metrics import serve_metrics
 from bridge.protect import Sealer
+from bridge.tracing import new_trace
 
 from ..providers.base import to_decimal
 
@@ -216,10 +220,11 @@ async def send_all(
     results: list[BaseException | None] = [None] * len(events)
     pending: dict[asyncio.Future[Any], int] = {}
     for index, event in enumerate(events):
+        event = traced(event, new_trace())  # one trace per emitted event
         key, value = seal(event)
         try:
             future = await asyncio.wait_for(
-                producer.send(topic, value=value, key=key),
+                producer.send(topic, value=value, key=key, headers=kafka_headers(event)),
                 within,
             )
         except Exception as exc:
@@ -289,3 +294,15 @@ def chunked(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def metrics_endpoint(source: str, host: str, port: int) -> Callable[[], None]:
+    """Serve the process's /metrics on `host`:`port` (0: none); returns its stop. A port
+    already taken is logged, not fatal: the source's work matters more than its metrics."""
+    try:
+        return serve_metrics(host, port)
+    except OSError as exc:
+        get_logger("ingest.sources").error(
+            "metrics_endpoint_unavailable", source=source, port=port, error=repr(exc)
+        )
+        return lambda: None

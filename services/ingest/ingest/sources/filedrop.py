@@ -27,14 +27,8 @@ from bridge.kafka import DurableProducer, Publisher, client_options
 from bridge.logs import get_logger
 from bridge.protect import Sealer, sealer
 
-from . import (
-    WAT,
-    Stopper,
-    chunked,
-    send_all,
-    utcnow,
-    worker_id,
-)
+from . import WAT, Stopper, chunked, metrics_endpoint, send_all, utcnow, worker_id
+from .filedrop_metrics import count_rows, count_scan
 from .filedrop_reader import (
     FAILED,
     FORMATS,
@@ -284,6 +278,7 @@ class FileDrop:
             report.results.append(result)
             if result.outcome in ("busy", "retry", "unstable"):
                 report.pending += 1
+        count_scan(report)
         return report
 
     async def run_until_settled(
@@ -371,6 +366,7 @@ class FileDrop:
             # Our claim ran out and another watcher took the file over: it moves it.
             log.warning("filedrop_claim_lost", file=name)
             return FileResult(name, "busy")
+        count_rows(plan)
         moved = await asyncio.to_thread(self._move, path, target, report)
         self._seen.pop(name, None)
         log_method = log.warning if plan.failed or plan.bad else log.info
@@ -464,6 +460,9 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         owner=drop.owner,
     )
     poll = settings.filedrop_poll_seconds
+    stop_metrics = metrics_endpoint(
+        "filedrop", settings.ingest_host, 0 if once else settings.filedrop_metrics_port
+    )
     try:
         if once:
             await drop.run_until_settled(stopper.stopping, poll)
@@ -490,6 +489,7 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                     log.error("filedrop_scan_failed", error=repr(exc))
                 await stopper.sleep(poll)
     finally:
+        stop_metrics()
         await producer.stop()
         await pool.close()
         stopper.uninstall()

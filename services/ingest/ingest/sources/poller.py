@@ -71,9 +71,19 @@ from bridge.db import connect, create_pool
 from bridge.events import CanonicalEvent
 from bridge.kafka import DurableProducer, Publisher, client_options
 from bridge.logs import get_logger
+from bridge.metrics import POLLER_LAST_SUCCESS, POLLER_POLLS, POLLER_ROWS
 from bridge.protect import Sealer, sealer
 
-from . import EVENT_FIELDS, RowError, Stopper, as_text, build_event, send_all, worker_id
+from . import (
+    EVENT_FIELDS,
+    RowError,
+    Stopper,
+    as_text,
+    build_event,
+    metrics_endpoint,
+    send_all,
+    worker_id,
+)
 
 log = get_logger("ingest.sources.poller")
 
@@ -151,6 +161,16 @@ class PollReport:
         self.unpublished += other.unpublished
         self.skipped += other.skipped
         self.event_ids.extend(other.event_ids)
+
+    def count(self) -> None:
+        """Add this report's rows to `bridge_poller_rows_total`."""
+        for outcome, rows in (
+            ("emitted", self.emitted),
+            ("failed", self.failed),
+            ("unpublished", self.unpublished),
+            ("skipped", self.skipped),
+        ):
+            POLLER_ROWS.labels(outcome).inc(rows)
 
 
 def row_hash(row: Mapping[str, Any]) -> str:
@@ -336,6 +356,7 @@ class Poller:
                 failed=report.failed,
                 unpublished=report.unpublished,
             )
+        report.count()  # per batch: a poll that fails later still counts what it did
         return report
 
     async def claim(self, candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -420,6 +441,8 @@ async def run(settings: Settings, *, once: bool = False) -> int:
         interval=settings.poller_interval_seconds,
         owner=poller.owner,
     )
+    port = 0 if once else settings.poller_metrics_port
+    stop_metrics = metrics_endpoint("poller", settings.ingest_host, port)
     status = 0
     try:
         while not stopper.stopping.is_set():
@@ -435,16 +458,20 @@ async def run(settings: Settings, *, once: bool = False) -> int:
                     unpublished=report.unpublished,
                     seconds=round(time.monotonic() - started, 3),
                 )
+                POLLER_POLLS.labels("ok").inc()
+                POLLER_LAST_SUCCESS.set_to_current_time()
             except Exception as exc:
                 # The source or the tracking database is down, or the query is wrong: say so
                 # and try again at the next interval.
                 log.error("poller_poll_failed", source=poller.source, error=repr(exc))
+                POLLER_POLLS.labels("error").inc()
                 status = 1
             if once:
                 break
             elapsed = time.monotonic() - started
             await stopper.sleep(settings.poller_interval_seconds - elapsed)
     finally:
+        stop_metrics()
         await producer.stop()
         if source_db is not tracking:
             await source_db.close()

@@ -1,0 +1,1 @@
+"""The operations console: server-rendered pages for the dead-letter queue and audit stories."""
