@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INGEST = f"http://127.0.0.1:{os.environ.get('INGEST_PORT', '8000')}"
 RECEIPTS = f"http://127.0.0.1:{os.environ.get('RECEIPTS_PORT', '8001')}"
 PROMETHEUS = f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
+CONSOLE = f"http://127.0.0.1:{os.environ.get('CONSOLE_PORT', '8080')}"
 # The webhooks the demo sent, as a graph of scripts/prometheus.sh's Prometheus.
 WEBHOOK_GRAPH = {
     "g0.expr": "sum by (provider) (increase(bridge_webhooks_received_total[1m]))",
@@ -499,6 +500,10 @@ def main() -> int:
     print("\nall transactions ended as expected")
     print("no number stored in clear? `.venv/bin/bridge privacy scan` (docs/data-protection.md)")
     print(f"the demo's webhooks in Prometheus: {PROMETHEUS}/graph?{urlencode(WEBHOOK_GRAPH)}")
+    print(
+        f"the dead letter in the operations console: {CONSOLE}/dlq?reason=missing_contact"
+        " (sign in with a token of API_TOKENS in .stack/secrets.env)"
+    )
     return 0
 
 

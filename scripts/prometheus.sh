@@ -55,6 +55,7 @@ EOF
         dispatchers+=("127.0.0.1:$((${DISPATCHER_METRICS_PORT:-8002} + n - 1))")
     done
     [ "${#dispatchers[@]}" -eq 0 ] || targets_of dispatcher "${dispatchers[@]}"
+    [ ! -e "$RUN_DIR/console.pid" ] || targets_of console "127.0.0.1:${CONSOLE_PORT:-8080}"
     [ ! -e "$RUN_DIR/poller.pid" ] || targets_of poller "127.0.0.1:${POLLER_METRICS_PORT:-8084}"
     [ ! -e "$RUN_DIR/filedrop.pid" ] ||
         targets_of filedrop "127.0.0.1:${FILEDROP_METRICS_PORT:-8085}"

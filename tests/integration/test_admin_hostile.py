@@ -168,8 +168,8 @@ async def call(
     assert response.status < 500, (
         f"{method} {path} {params!r} {body!r:.200}: {response.status} {text}"
     )
-    if response.status >= 400 and response.content_type != "text/plain":
-        # A problem saying what is wrong (text/plain: aiohttp's own 404 for no route at all).
+    if response.status >= 400:
+        # A problem saying what is wrong, the web server's own 404 and 405 included.
         problem_detail(response.status, response.content_type, orjson.loads(text))
     return response.status, text
 
@@ -318,8 +318,16 @@ async def test_header_bytes_that_are_not_utf8_are_401(api: Client) -> None:
 async def test_other_methods_are_405(api: Client, entry_id: int) -> None:
     for method in ("PUT", "DELETE", "PATCH", "PROPFIND", "TRACE"):
         for _, path in [*routes(entry_id), STATS]:
-            status, _ = await call(api, method, path)
+            status, text = await call(api, method, path)
             assert status == 405, (method, path)
+            assert "is not allowed here; allowed:" in orjson.loads(text)["detail"]
+
+
+async def test_a_path_that_is_no_route_is_a_problem_too(api: Client) -> None:
+    for path in ("/dlq/abc", "/nothing-here", "/dlq/1/unknown"):
+        status, text = await call(api, "GET", path)
+        assert status == 404, path
+        assert "GET /dlq/openapi.json" in orjson.loads(text)["detail"]
 
 
 # --- generated input -------------------------------------------------------------------------

@@ -32,18 +32,19 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import asyncpg
 import faust
 import orjson
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
 from bridge import problems
 from bridge.access import EVERYONE, INVESTIGATORS, Role, Tokens, refusal, shown_event
 from bridge.config import Settings
 from bridge.logs import get_logger
-from bridge.protect import DataKeys, KeyConfigError, data_keys
+from bridge.protect import DataKeys, KeyConfigError, SealError, data_keys
 
 from . import dlq
 from .admin_openapi import admin_openapi
@@ -351,6 +352,38 @@ async def guarded(reply: Awaitable[Reply]) -> Reply:
     except _DB_ERRORS as exc:
         log.error("dlq_admin_database_unavailable", error=repr(exc))
         return error_reply(503, "the database is unavailable; retry later")
+    except SealError as exc:
+        # Keys are configuration: the entry is fine, this process cannot open it.
+        log.error("dlq_admin_key_missing", error=str(exc))
+        return error_reply(409, f"{exc}: add that key (docs/data-protection.md), then retry")
+
+
+@aiohttp_web.middleware
+async def problem_answers(
+    request: aiohttp_web.Request,
+    handler: Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]],
+) -> aiohttp_web.StreamResponse:
+    """The web server's own refusals (no such path, no such method: aiohttp answers them
+    before any page runs) in the one error shape."""
+    try:
+        return await handler(request)
+    except aiohttp_web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = exc.headers.get("Allow")
+        if exc.status == 405 and allow is not None:
+            message = f"{request.method} is not allowed here; allowed: {allow}"
+        elif exc.status == 404:
+            message = "no such path on the admin API (its document: GET /dlq/openapi.json)"
+        else:
+            message = exc.reason
+        body = problems.problem(problems.for_status(exc.status), exc.status, message)
+        return aiohttp_web.Response(
+            body=orjson.dumps(body),
+            status=exc.status,
+            content_type=problems.MEDIA_TYPE,
+            headers={"Allow": allow} if allow is not None else None,
+        )
 
 
 def _data_keys(settings: Settings) -> DataKeys | None:
@@ -366,6 +399,7 @@ def register_admin(app: faust.App, get_runtime: GetRuntime, settings: Settings) 
     """Add the /dlq pages to the faust app's web server (call at import time, like @app.page)."""
     tokens = Tokens.from_settings(settings)
     api = AdminAPI(get_runtime, tokens, _data_keys(settings) if tokens.configured else None)
+    cast(Any, app.web).web_app.middlewares.append(problem_answers)
 
     def guard(request: Request, allowed: frozenset[Role] = INVESTIGATORS) -> Reply | None:
         return api.authorize(request.headers.get("Authorization"), allowed)
