@@ -44,7 +44,6 @@ from bridge.db import connect
 from bridge.logs import redact
 from bridge.protect import DataKeys, KeyConfigError, data_keys
 from dispatcher import dlq
-from dispatcher.admin import dead_letter_counts
 from dispatcher.recovery import RetryResult, retry_ids
 from dispatcher.runtime import build_runtime
 
@@ -221,7 +220,7 @@ def list_entries(
 async def _stats(window: timedelta | None) -> dict[str, Any]:
     pool = await connect(get_settings().database_url, max_size=2)
     try:
-        return dead_letter_counts(await dlq.count_by_status_and_reason(pool, window), window)
+        return dlq.dead_letter_counts(await dlq.count_by_status_and_reason(pool, window), window)
     finally:
         await pool.close()
 

@@ -185,10 +185,11 @@ def _seconds(iso: str) -> float:
 
 
 async def test_429_storm_pauses_every_instance(pressure: Pipeline, tmp_path: Path) -> None:
+    # The directory first: the storm starts when asked, and an import takes seconds.
+    payloads = burst(customers(pressure, tmp_path, 30), per_customer=2)
     pressure.sandbox_control(
         "POST", "failures", {"mode": "rate_limit_storm", "duration_seconds": 3, "retry_after": 2}
     )
-    payloads = burst(customers(pressure, tmp_path, 30), per_customer=2)
     refs = references(payloads)
     await pressure.post_many(payloads)
     assert_exactly_once(pressure, refs)

@@ -29,7 +29,7 @@ can be tested without a faust worker; `register_admin` wraps them as faust pages
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol, cast
@@ -149,7 +149,7 @@ class AdminAPI:
             return error_reply(400, str(exc))
         runtime = await self._get_runtime()
         rows = await dlq.count_by_status_and_reason(runtime.pool, window)
-        return Reply(200, dead_letter_counts(rows, window))
+        return Reply(200, dlq.dead_letter_counts(rows, window))
 
     async def list_entries(self, query: Mapping[str, str]) -> Reply:
         try:
@@ -263,27 +263,6 @@ class AdminAPI:
                 ],
             },
         )
-
-
-def dead_letter_counts(
-    rows: Sequence[Mapping[str, Any]], window: timedelta | None
-) -> dict[str, Any]:
-    """GET /dlq/stats's body from (status, reason, n) rows: totals by status, by reason, and
-    by both."""
-    by_status: dict[str, int] = {}
-    by_reason: dict[str, int] = {}
-    for row in rows:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
-        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["n"]
-    return {
-        "window_seconds": int(window.total_seconds()) if window is not None else None,
-        "total": sum(by_status.values()),
-        "by_status": by_status,
-        "by_reason": by_reason,
-        "by_status_and_reason": [
-            {"status": row["status"], "reason": row["reason"], "count": row["n"]} for row in rows
-        ],
-    }
 
 
 def _filters(params: Mapping[str, Any]) -> dlq.Filters:

@@ -4,7 +4,7 @@ retrier, `bridge dlq` and the admin API)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -263,3 +263,24 @@ async def waiting_for_contact(
         list(providers) if providers else None,
     )
     return [Entry.from_row(r) for r in rows]
+
+
+def dead_letter_counts(
+    rows: Sequence[Mapping[str, Any]], window: timedelta | None
+) -> dict[str, Any]:
+    """GET /dlq/stats's body from (status, reason, n) rows: totals by status, by reason, and
+    by both."""
+    by_status: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
+        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["n"]
+    return {
+        "window_seconds": int(window.total_seconds()) if window is not None else None,
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "by_reason": by_reason,
+        "by_status_and_reason": [
+            {"status": row["status"], "reason": row["reason"], "count": row["n"]} for row in rows
+        ],
+    }
