@@ -455,6 +455,17 @@ async def stop(process: subprocess.Popen[bytes]) -> str:
     return output
 
 
+def start_source(kind: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`python -m ingest.sources <kind>` as the stack runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest.sources", kind],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
 async def test_the_poller_process_serves_its_polls_on_its_metrics_port(
     settings: Settings, kafka_bootstrap: str
 ) -> None:
@@ -470,13 +481,7 @@ async def test_the_poller_process_serves_its_polls_on_its_metrics_port(
         "DATABASE_URL": settings.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ingest.sources", "poller"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_source("poller", env)
     url = f"http://127.0.0.1:{port}"
     try:
         samples = await scrape_until(
@@ -513,13 +518,7 @@ async def test_the_filedrop_process_serves_files_and_rows_on_its_metrics_port(
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
     }
     name = f"rent-{uuid.uuid4().hex[:10]}.csv"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ingest.sources", "filedrop"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_source("filedrop", env)
     url = f"http://127.0.0.1:{port}"
     try:
         shutil.copyfile(ROOT / "tests/fixtures/filedrop/rent_status.csv", inbox / name)

@@ -24,8 +24,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from redis.exceptions import RedisError
 from starlette.datastructures import FormData
 
+from bridge import problems
 from bridge.config import Settings
-from bridge.edge import Readiness, add_probes
+from bridge.edge import Readiness, add_probes, problem_response
 from bridge.logs import get_logger
 
 from . import filters as list_filters
@@ -356,11 +357,11 @@ def create_app(settings: Settings) -> FastAPI:
     # --- jobs ---------------------------------------------------------------------------
 
     @app.get("/jobs/{job_id}.json")
-    async def job_json(request: Request, job_id: str) -> JSONResponse:
+    async def job_json(request: Request, job_id: str) -> Response:
         await signed_in(request)
         job = await console().jobs.get(job_id)
         if job is None:
-            return JSONResponse({"error": "no such job"}, status_code=404)
+            return problem_response(problems.NOT_FOUND, 404, "no such job (or finished a day ago)")
         return JSONResponse(job.as_json())
 
     @app.get("/jobs/{job_id}")
