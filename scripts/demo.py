@@ -469,19 +469,9 @@ def main() -> int:
     elapsed = time.monotonic() - started
 
     table: list[tuple[str, ...]] = [
-        (
-            "source",
-            "reference",
-            "scenario",
-            "event",
-            "template",
-            "Siteti answer",
-            "sends",
-            "delivery",
-            "dead letter",
-            "ok",
-        )
-    ]
+        ("source", "reference", "scenario", "event", "template", "Siteti answer", "sends",
+         "delivery", "dead letter", "ok"),
+    ]  # fmt: skip
     failures = 0
     for expect in expected:
         row = rows[expect.reference]
@@ -500,10 +490,8 @@ def main() -> int:
     print("\nall transactions ended as expected")
     print("no number stored in clear? `.venv/bin/bridge privacy scan` (docs/data-protection.md)")
     print(f"the demo's webhooks in Prometheus: {PROMETHEUS}/graph?{urlencode(WEBHOOK_GRAPH)}")
-    print(
-        f"the dead letter in the operations console: {CONSOLE}/dlq?reason=missing_contact"
-        " (sign in with a token of API_TOKENS in .stack/secrets.env)"
-    )
+    print(f"the dead letter in the operations console: {CONSOLE}/dlq?reason=missing_contact"
+          " (sign in with a token of API_TOKENS in .stack/secrets.env)")  # fmt: skip
     return 0
 
 
