@@ -261,6 +261,6 @@ async def publish(
     A timeout is not retried here: the producer retries internally, and a caller that
     answers non-2xx lets the provider redeliver, which the dispatcher dedupes.
     """
-    await asyncio.wait_for(
-        producer.send_and_wait(topic, value=value, key=key, headers=headers), within
-    )
+    # A timeout scope, not wait_for: no task of its own for each record.
+    async with asyncio.timeout(within):
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers)

@@ -23,6 +23,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -122,6 +123,8 @@ def masked(value: Any) -> Any:
     return mask_text(repr(value))
 
 
+# Cached: every line asks it of each of its keys, which are nearly always the same few.
+@lru_cache(maxsize=1024)
 def _is_sensitive(key: str) -> bool:
     lowered = key.lower()
     return lowered in _SENSITIVE_KEYS or any(part in lowered for part in _SENSITIVE_PARTS)

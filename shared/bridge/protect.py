@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import re
@@ -166,8 +165,8 @@ class DataKeys:
 
     def index(self, value: str, kind: str) -> str:
         """The keyed hash of `value` (normalised by the caller) for look-ups."""
-        mac = hmac.new(self.index_key, f"{kind}\x00{value}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:40]
+        # One-shot HMAC: the same value as hmac.new's, at a fraction of the cost.
+        return hmac.digest(self.index_key, f"{kind}\x00{value}".encode(), "sha256").hex()[:40]
 
     def phone_index(self, phone: str) -> str:
         return self.index(phone, "phone")

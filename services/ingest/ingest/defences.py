@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import orjson
@@ -65,6 +66,9 @@ def parse_networks(values: Iterable[str], setting: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# Cached: a provider posts from a few addresses (or one load balancer), and parsing costs
+# more than the rest of the edge's checks; bounded, so varied hostile peers only churn it.
+@lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address | None:
     """An address as a peer or an X-Forwarded-For entry writes it, or None when unreadable.
 
