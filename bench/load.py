@@ -126,7 +126,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             pipeline.import_customers(Path(tmp), rows)
         payloads = [payment("payment.successful", a, new_reference()) for a in accounts]
-        references = {f"moniepoint:{p['transactionReference']}" for p in payloads}
+        references = {f"moniepoint:{p['data']['transactionReference']}" for p in payloads}
         with PeakMemory(pipeline) as memory:
             began = time.perf_counter()
             latencies, statuses = asyncio.run(post_all_at_once(pipeline, payloads))
