@@ -142,12 +142,21 @@ class IdempotencyStore:
         self._items: dict[str, StoredResponse] = {}
 
     def get(self, key: str, now: float) -> StoredResponse | None:
-        # Lazy expiry: the store is small and only lives as long as the process.
-        for k in [k for k, v in self._items.items() if now - v.stored_at > IDEMPOTENCY_TTL_SECONDS]:
-            del self._items[k]
-        return self._items.get(key)
+        # Lazy expiry from the oldest end (items are kept in the order stored): a scan of the
+        # whole store on every call made a benchmark's burst quadratic in the sandbox.
+        while self._items:
+            oldest = next(iter(self._items))
+            if now - self._items[oldest].stored_at <= IDEMPOTENCY_TTL_SECONDS:
+                break
+            del self._items[oldest]
+        stored = self._items.get(key)
+        # The sandbox's clock may be set back, so an expired item can sit behind a live one.
+        if stored is None or now - stored.stored_at > IDEMPOTENCY_TTL_SECONDS:
+            return None
+        return stored
 
     def put(self, key: str, response: StoredResponse) -> None:
+        self._items.pop(key, None)  # to the newest end
         self._items[key] = response
 
     def clear(self) -> None:

@@ -57,22 +57,13 @@ async def record(
     occurred_at: datetime | None = None,
     customer_hash: str | None = None,
 ) -> None:
-    """Append one audit row and its outbox row. Call inside a transaction.
+    """Append one audit row and its outbox row, in one statement: atomic alone, or part of
+    the caller's transaction.
 
     `customer_hash` (bridge.protect.customer_key) says whose transaction it is, so that an
     erasure finds the row; it is not relayed.
     """
     when = occurred_at or datetime.now(UTC)
-    await conn.execute(
-        "INSERT INTO audit_log (reference, stage, source, occurred_at, detail, customer_hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        reference,
-        stage,
-        source,
-        when,
-        detail,
-        customer_hash,
-    )
     message = {
         "reference": reference,
         "stage": stage,
@@ -81,15 +72,23 @@ async def record(
         "detail": detail,
     }
     await conn.execute(
-        "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)",
-        AUDIT_TOPIC.name,
-        reference,
-        message,
+        _RECORD, reference, stage, source, when, detail, customer_hash, AUDIT_TOPIC.name, message
     )
 
 
+# Both rows in one statement (one round trip, and no transaction of its own needed): the
+# dispatcher writes two audit records per event on its hot path (issue 11).
+_RECORD = """
+WITH audit AS (
+  INSERT INTO audit_log (reference, stage, source, occurred_at, detail, customer_hash)
+  VALUES ($1, $2, $3, $4, $5, $6)
+)
+INSERT INTO outbox (topic, key, payload) VALUES ($7, $1, $8)
+"""
+
+
 async def record_now(pool: asyncpg.Pool, **kwargs: Any) -> None:
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn:
         await record(conn, **kwargs)
 
 

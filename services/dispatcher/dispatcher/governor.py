@@ -24,20 +24,24 @@ from bridge.metrics import GOVERNOR_PAUSES
 
 # KEYS: schedule (theoretical arrival time, ms), pause.
 # ARGV: interval_ms, horizon_ms (how far ahead a slot may be reserved; -1 = unbounded).
-# Returns the ms to wait for the reserved slot, or -(ms to wait before asking again).
+# Returns the µs to wait for the reserved slot, or -(µs to wait before asking again).
+# The interval keeps its fraction (rounded to whole ms, 6,000/min less the safety margin came
+# out at exactly the plan), so the schedule is written with '%.3f': Lua's own 14 digits would
+# keep only a tenth of a ms.
 _RESERVE = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
 local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return -paused end
+if paused > 0 then return -paused * 1000 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - now
-if horizon >= 0 and wait > horizon then return -(wait - horizon) end
-redis.call('SET', KEYS[1], tat + interval, 'PX', wait + interval + 60000)
-return wait
+if horizon >= 0 and wait > horizon then return -math.ceil((wait - horizon) * 1000) end
+redis.call('SET', KEYS[1], string.format('%.3f', tat + interval), 'PX',
+           math.ceil(wait + interval) + 60000)
+return math.floor(wait * 1000)
 """
 
 # KEYS: schedule, pause. ARGV: pause_ms. Extends, never shortens, a pause in force.
@@ -68,8 +72,8 @@ class GovernorConfig:
     key_prefix: str = "bridge:governor"
 
     @property
-    def interval_ms(self) -> int:
-        return max(1, round(60_000 / (self.limit_per_minute * self.safety)))
+    def interval_ms(self) -> float:
+        return 60_000 / (self.limit_per_minute * self.safety)
 
 
 class Governor:
@@ -87,11 +91,13 @@ class Governor:
         while True:
             bounded = priority == "bulk" and time.monotonic() < bulk_deadline
             horizon = self._config.interval_ms if bounded else -1
-            wait_ms = int(
+            wait_us = int(
                 await self._reserve(keys=self._keys, args=[self._config.interval_ms, horizon])
             )
-            if wait_ms >= 0:
-                await asyncio.sleep(wait_ms / 1000)
+            if wait_us == 0:  # the script saw no pause, just now: no second look needed
+                return time.monotonic() - started
+            if wait_us > 0:
+                await asyncio.sleep(wait_us / 1_000_000)
                 # A pause may have begun while we slept on our slot: honour it.
                 paused_ms = int(await self._redis.pttl(self._keys[1]))
                 if paused_ms <= 0:
@@ -99,7 +105,7 @@ class Governor:
                 await asyncio.sleep(paused_ms / 1000)
                 continue
             # Paused, or (bulk) the schedule is busy: look again shortly.
-            await asyncio.sleep(min(-wait_ms, 1000) / 1000)
+            await asyncio.sleep(min(-wait_us, 1_000_000) / 1_000_000)
 
     async def pause(self, seconds: float, *, reason: str) -> None:
         """Every instance holds its calls for `seconds` (a 429/503 Retry-After: `reason` is
