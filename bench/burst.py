@@ -47,11 +47,10 @@ from bridge.kafka import client_options
 from bridge.protect import sealer
 from tests.e2e.harness import (
     Pipeline,
-    make_pipeline,
     new_account,
     new_reference,
+    on_plan,
     payment,
-    stack_env,
 )
 
 
@@ -105,13 +104,7 @@ def wait_for_messages(pipeline: Pipeline, expected: int, timeout: float) -> None
 
 
 def run_live(args: argparse.Namespace) -> None:
-    pipeline = make_pipeline(
-        stack_env(),
-        dispatchers=args.instances,
-        SITETI_RATE_LIMIT_PER_MINUTE=str(args.limit),
-        SANDBOX_RATE_LIMIT_PER_MINUTE=str(args.limit),
-        LOG_LEVEL="WARNING",
-    )
+    pipeline = on_plan(args.limit, dispatchers=args.instances, LOG_LEVEL="WARNING")
     pipeline.provision()
     pipeline.start()
     try:
@@ -258,11 +251,9 @@ async def produce(pipeline: Pipeline, events: list[CanonicalEvent]) -> None:
 
 
 def run_drain(scenario: Scenario) -> Drain:
-    pipeline = make_pipeline(
-        stack_env(),
+    pipeline = on_plan(
+        scenario.limit,
         dispatchers=scenario.instances,
-        SITETI_RATE_LIMIT_PER_MINUTE=str(scenario.limit),
-        SANDBOX_RATE_LIMIT_PER_MINUTE=str(scenario.limit),
         SANDBOX_WEBHOOK_URL="",
         METRICS_REFRESH_SECONDS="0.5",
         LOG_LEVEL="WARNING",

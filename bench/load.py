@@ -26,11 +26,10 @@ import httpx
 
 from tests.e2e.harness import (
     Pipeline,
-    make_pipeline,
     new_account,
     new_reference,
+    on_plan,
     payment,
-    stack_env,
     wait_for,
 )
 
@@ -111,13 +110,7 @@ def main() -> None:
     parser.add_argument("--webhooks", type=int, default=500)
     parser.add_argument("--per-minute", type=int, default=12000, help="the Siteti plan")
     args = parser.parse_args()
-    plan = str(args.per_minute)
-    pipeline = make_pipeline(
-        stack_env(),
-        LOG_LEVEL="WARNING",
-        SITETI_RATE_LIMIT_PER_MINUTE=plan,
-        SANDBOX_RATE_LIMIT_PER_MINUTE=plan,
-    )
+    pipeline = on_plan(args.per_minute, LOG_LEVEL="WARNING")
     pipeline.provision()
     pipeline.start()
     try:

@@ -364,16 +364,21 @@ def post_payment(pipeline: Pipeline, account: str) -> str:
     return f"moniepoint:{ref}"
 
 
-def make_pair(per_minute: int, **overrides: str) -> Pipeline:
-    """Two dispatcher instances on the shared stack, Siteti (the sandbox) on a plan of
-    `per_minute` calls a minute."""
+def on_plan(per_minute: int, dispatchers: int = 1, **overrides: str) -> Pipeline:
+    """A pipeline on the shared stack whose Siteti (the sandbox) has a plan of `per_minute`
+    calls a minute, the bridge configured for the same."""
     return make_pipeline(
         stack_env(),
-        dispatchers=2,
+        dispatchers=dispatchers,
         SITETI_RATE_LIMIT_PER_MINUTE=str(per_minute),
         SANDBOX_RATE_LIMIT_PER_MINUTE=str(per_minute),
         **overrides,
     )
+
+
+def make_pair(per_minute: int, **overrides: str) -> Pipeline:
+    """Two dispatcher instances on a plan of `per_minute` calls a minute."""
+    return on_plan(per_minute, dispatchers=2, **overrides)
 
 
 def stack_env() -> dict[str, str]:
