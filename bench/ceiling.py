@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from tests.e2e.harness import (
     payment,
     stack_env,
 )
+from tests.process_tools import stop_process
 
 LUA = Path(__file__).with_suffix(".lua")
 LOGS = ROOT / ".stack/logs/bench"
@@ -223,12 +223,7 @@ def measure(
         print(f"{name}: measuring {args.duration} s (load {load:.2f})", file=sys.stderr)
         raw = run_wrk(wrk, port, bodies, args, args.duration)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     return Result(
         endpoint=name,

@@ -13,7 +13,6 @@ import datetime as dt
 import ipaddress
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +34,7 @@ from bridge.config import Settings
 from bridge.kafka import client_options
 
 from .e2e.harness import kafka_settings
+from .process_tools import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBS = ROOT / ".stack/kafka-libs"
@@ -257,7 +257,7 @@ def secure_broker() -> Iterator[SecureKafka]:
         yield kafka
     finally:
         if popen is not None:
-            _stop(popen)
+            stop_process(popen)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -300,14 +300,3 @@ def _listening(address: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def _stop(popen: subprocess.Popen[bytes]) -> None:
-    if popen.poll() is not None:
-        return
-    popen.send_signal(signal.SIGTERM)
-    try:
-        popen.wait(30)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        popen.wait()

@@ -28,6 +28,7 @@ from bridge.db import create_pool, ensure_login_role, migrate
 from bridge.events import EVENTS_TOPIC
 from bridge.kafka import client_options
 from bridge.signing import sign, sign_siteti_request
+from tests.process_tools import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".stack/logs/tests"
@@ -83,14 +84,8 @@ class Process:
         raise RuntimeError(f"{self.name} not ready in {timeout} s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(sig)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        if self.popen is not None:
+            stop_process(self.popen, sig, timeout)
 
 
 @dataclass

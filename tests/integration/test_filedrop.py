@@ -11,9 +11,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from bridge.config import Settings, get_settings
 from ingest.sources.filedrop import FileDrop, FileResult
 from tests.kafka_tools import collect, events_from_now
+from tests.process_tools import start_source, stop_process, stopped_cleanly
 
 pytestmark = pytest.mark.integration
 
@@ -406,13 +404,7 @@ async def test_the_process_watches_the_inbox_and_stops_cleanly_on_sigterm(
     }
     name = names(".csv")
     async with events_from_now(kafka_bootstrap) as consumer:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.sources", "filedrop"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_source("filedrop", env)
         try:
             drop_fixture(inbox, "rent_status.csv", name)
             events = await collect(consumer, prefix(name), 2, timeout=60, linger=0)
@@ -420,13 +412,9 @@ async def test_the_process_watches_the_inbox_and_stops_cleanly_on_sigterm(
             deadline = time.monotonic() + 10
             while not (inbox / "processed" / name).exists() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(process.wait, 30)
+            output = await stopped_cleanly(process)
         finally:
-            if process.poll() is None:
-                process.kill()
-            output = process.stdout.read().decode() if process.stdout else ""
-    assert code == 0, output
+            stop_process(process)  # an assertion failed above: never leave it running
     assert "filedrop_stopped" in output
     assert (inbox / "processed" / name).exists()
 

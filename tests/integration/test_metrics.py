@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -45,6 +43,7 @@ from ingest.app import create_app as create_ingest
 from receipts.app import create_app as create_receipts
 from tests.conftest import free_port
 from tests.integration.test_hostile_ingest import SECRETS, ingest_settings, moniepoint_with
+from tests.process_tools import start_source, stopped_cleanly
 from tests.serving import running
 
 pytestmark = pytest.mark.integration
@@ -443,29 +442,6 @@ async def scrape_until(url: str, done: Any, process: subprocess.Popen[bytes]) ->
     pytest.fail(f"{url}/metrics never showed the expected values; last: {last}")
 
 
-async def stop(process: subprocess.Popen[bytes]) -> str:
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = await asyncio.to_thread(process.wait, 30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    output = process.stdout.read().decode() if process.stdout else ""
-    assert code == 0, output
-    return output
-
-
-def start_source(kind: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`python -m ingest.sources <kind>` as the stack runs it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingest.sources", kind],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 async def test_the_poller_process_serves_its_polls_on_its_metrics_port(
     settings: Settings, kafka_bootstrap: str
 ) -> None:
@@ -494,7 +470,7 @@ async def test_the_poller_process_serves_its_polls_on_its_metrics_port(
             exposition = (await client.get(f"{url}/metrics")).content
         assert promtool_problems(exposition) == ""
     finally:
-        await stop(process)
+        await stopped_cleanly(process)
 
 
 async def test_the_filedrop_process_serves_files_and_rows_on_its_metrics_port(
@@ -537,7 +513,7 @@ async def test_the_filedrop_process_serves_files_and_rows_on_its_metrics_port(
             exposition = (await client.get(f"{url}/metrics")).content
         assert promtool_problems(exposition) == ""
     finally:
-        await stop(process)
+        await stopped_cleanly(process)
         await pg_pool.execute("DELETE FROM filedrop_files WHERE name = $1", name)
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -28,6 +25,7 @@ from bridge.config import Settings, get_settings
 from bridge.kafka import new_producer
 from ingest.sources.poller import Poller, prepare
 from tests.kafka_tools import collect, events_from_now
+from tests.process_tools import start_source, stop_process, stopped_cleanly
 
 pytestmark = pytest.mark.integration
 
@@ -295,26 +293,16 @@ async def test_the_process_polls_and_stops_cleanly_on_sigterm(
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
     }
     async with events_from_now(kafka_bootstrap) as consumer:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.sources", "poller"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_source("poller", env)
         try:
             events = await collect(consumer, f"{source.name}:", 2, timeout=60, linger=0)
             assert len(events) == 2
             await source.add("p3")  # picked up by a later poll of the same process
             events = await collect(consumer, f"{source.name}:", 1, timeout=30, linger=0)
             assert [e.subject for e in events] == [f"{source.name}:ORD-p3"]
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(process.wait, 30)
+            output = await stopped_cleanly(process)
         finally:
-            if process.poll() is None:
-                process.kill()
-            output = process.stdout.read().decode() if process.stdout else ""
-    assert code == 0, output
+            stop_process(process)  # an assertion failed above: never leave it running
     assert "poller_stopped" in output
     assert {r["status"] for r in (await source.tracking()).values()} == {"emitted"}
 
