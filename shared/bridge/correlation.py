@@ -104,6 +104,7 @@ class TraceContextMiddleware:
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-        span = tracing.continue_trace(header) if self.start or tracing.parse(header) else None
+        parent = tracing.parse(header)
+        span = tracing.child_of(parent) if self.start or parent is not None else None
         with correlated(span):
             await self.app(scope, receive, send)

@@ -77,8 +77,13 @@ def parse(header: str | bytes | None) -> Span | None:
 
 def continue_trace(header: str | bytes | None) -> Span:
     """This participant's span: a child of the sender's when its header is valid, else the
-    root of a new trace. Only the sampled flag is carried over (the others are unknown)."""
-    parent = parse(header)
+    root of a new trace."""
+    return child_of(parse(header))
+
+
+def child_of(parent: Span | None) -> Span:
+    """A child of `parent` (only the sampled flag is carried over: the others are unknown),
+    or the root of a new trace when there is none."""
     if parent is None:
         return new_trace()
     return replace(parent, flags=parent.flags & SAMPLED).child()

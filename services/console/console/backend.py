@@ -29,17 +29,13 @@ class BackendError(Exception):
 
 
 def error_message(status: int, body: Any) -> str:
-    """What an error answer says: RFC 7807's `detail` (or `title`), the older `error`, or
-    FastAPI's validation list; otherwise the bare status."""
+    """What an error answer says: the problem's `detail` (bridge.problems: every API of the
+    bridge answers errors that way), else its `title`; otherwise the bare status."""
     if isinstance(body, Mapping):
-        for name in ("detail", "error", "title"):
+        for name in ("detail", "title"):
             value = body.get(name)
             if isinstance(value, str) and value:
                 return value
-            if isinstance(value, list) and value:
-                first = value[0]
-                if isinstance(first, Mapping) and isinstance(first.get("msg"), str):
-                    return str(first["msg"])
     return f"HTTP {status}"
 
 
