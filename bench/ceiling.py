@@ -57,6 +57,8 @@ from tests.e2e.harness import (
 )
 from tests.process_tools import stop_process
 
+from . import profile
+
 LUA = Path(__file__).with_suffix(".lua")
 LOGS = ROOT / ".stack/logs/bench"
 PATH = "/webhooks/moniepoint"
@@ -221,7 +223,16 @@ def measure(
         time.sleep(1)
         load = os.getloadavg()[0]
         print(f"{name}: measuring {args.duration} s (load {load:.2f})", file=sys.stderr)
+        spy = None
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            stacks = args.profile / f"{name}.txt"
+            # Started a second in, stopped a second before the end: load only, no ramps.
+            spy = profile.record(process.pid, max(1, args.duration - 2), stacks)
         raw = run_wrk(wrk, port, bodies, args, args.duration)
+        if spy is not None:
+            spy.wait()
+            print(profile.render(name, profile.summary(stacks)), file=sys.stderr)
     finally:
         stop_process(process)
     errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
@@ -284,6 +295,12 @@ def main() -> None:
         " the row `ingest@<dir name>`: a before/after comparison in one run",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="profile each endpoint with py-spy during its measured run: collapsed stacks in"
+        " this directory, the costliest functions printed on stderr",
+    )
     parser.add_argument("--serve", choices=("bare", "kafka"), help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()

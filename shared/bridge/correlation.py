@@ -32,22 +32,31 @@ TRACEPARENT = "traceparent"
 _SPAN: ContextVar[Span | None] = ContextVar("bridge_span", default=None)
 
 
-@contextmanager
-def correlated(span: Span | None = None, **fields: str | None) -> Iterator[None]:
+class correlated:  # used as a function: `with correlated(span, ...):`
     """Inside: log lines carry the span's `trace_id` and the given fields (None: left out),
-    and outgoing calls carry the span (kept from outside when None)."""
-    values = {k: v for k, v in fields.items() if v is not None}
-    if span is not None:
-        values["trace_id"] = span.trace_id
-    token = _SPAN.set(span or _SPAN.get())
-    # Tokens, not bound_contextvars: that one copies the whole context to save what it
-    # overwrites, a cost paid twice on every webhook.
-    tokens = structlog.contextvars.bind_contextvars(**values)
-    try:
-        yield
-    finally:
-        structlog.contextvars.reset_contextvars(**tokens)
-        _SPAN.reset(token)
+    and outgoing calls carry the span (kept from outside when None).
+
+    A class rather than a generator-based context manager: it is entered for every webhook
+    and every event, and contextlib's machinery cost as much as the binding itself."""
+
+    __slots__ = ("_span", "_span_token", "_tokens", "_values")
+
+    def __init__(self, span: Span | None = None, **fields: str | None) -> None:
+        values = {k: v for k, v in fields.items() if v is not None}
+        if span is not None:
+            values["trace_id"] = span.trace_id
+        self._values = values
+        self._span = span
+
+    def __enter__(self) -> None:
+        self._span_token = _SPAN.set(self._span or _SPAN.get())
+        # Tokens, not bound_contextvars: that one copies the whole context to save what it
+        # overwrites, a cost paid twice on every webhook.
+        self._tokens = structlog.contextvars.bind_contextvars(**self._values)
+
+    def __exit__(self, *_: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._tokens)
+        _SPAN.reset(self._span_token)
 
 
 @contextmanager

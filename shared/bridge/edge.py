@@ -9,8 +9,8 @@ entry point.
   `Readiness` and `bridge.metrics.render` are what the dispatcher's faust pages use too.
 - `problem_response` answers an error as `application/problem+json` (bridge.problems), and
   `add_problem_handlers` makes FastAPI's own answers (404, 405, 422, 500) take that shape.
-- `DirectRoute` serves one hot `POST` route straight from the middleware stack (ingest's
-  webhooks), past FastAPI's routing and parameter solving.
+- `EdgeApp` is a FastAPI app with layers in front of every request and one hot `POST`
+  route (ingest's webhooks) served ahead of FastAPI's whole stack.
 - `serve` is every FastAPI service's `python -m …`: uvicorn on the given host and port.
 """
 
@@ -145,22 +145,45 @@ def add_problem_handlers(app: FastAPI) -> None:
         return problem_response(problems.INTERNAL_ERROR, 500, "internal error")
 
 
-class DirectRoute:
-    """`POST <prefix><name>` answered by `endpoint(name, request)`, without FastAPI's
-    routing, parameter solving and exit stacks (about half of what FastAPI costs a
-    request). Added as the innermost middleware: the outer ones (trace context,
-    concurrency cap, the 500 problem for an unhandled exception) apply as before. The same
-    endpoint stays declared as the app's route, which documents it (OpenAPI); what is not
-    a `POST` of one path segment after the prefix (another method, a trailing slash) goes
-    on to the router, with its 404, 405 and redirects."""
+class EdgeApp(FastAPI):
+    """A FastAPI app with layers in front of everything (`front`) and one hot route served
+    ahead of FastAPI's whole stack (`direct`).
 
+    Ingest's webhooks go through neither FastAPI's own middleware (error, telemetry and
+    body-limit layers), nor its routing, parameter solving and exit stacks: together more
+    than the rest of a webhook's handling. The front layers (trace context, concurrency cap)
+    see every request, the direct route's and the others alike.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._edge: ASGIApp = super().__call__
+
+    def direct(self, prefix: str, endpoint: Callable[[str, Request], Awaitable[Response]]) -> None:
+        """`POST <prefix><name>` answered by `endpoint(name, request)`. The same endpoint
+        stays declared as a route, which documents it (OpenAPI); what is not a `POST` of one
+        path segment after the prefix (another method, a trailing slash) goes on to the
+        router, with its 404, 405 and redirects. Call before `front`."""
+        self._edge = _Direct(self._edge, self, prefix, endpoint)
+
+    def front(self, layer: Callable[[ASGIApp], ASGIApp]) -> None:
+        """Put `layer` in front of every request; the last one put is the outermost."""
+        self._edge = layer(self._edge)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._edge(scope, receive, send)
+
+
+class _Direct:
     def __init__(
         self,
         app: ASGIApp,
+        owner: FastAPI,
         prefix: str,
         endpoint: Callable[[str, Request], Awaitable[Response]],
     ) -> None:
         self.app = app
+        self.owner = owner
         self.prefix = prefix
         self.endpoint = endpoint
 
@@ -169,7 +192,13 @@ class DirectRoute:
             path: str = scope["path"]
             name = path[len(self.prefix) :] if path.startswith(self.prefix) else ""
             if name and "/" not in name:
-                response = await self.endpoint(name, Request(scope, receive))
+                scope["app"] = self.owner  # what FastAPI sets: `request.app`
+                try:
+                    response = await self.endpoint(name, Request(scope, receive))
+                except Exception as exc:
+                    # What FastAPI's error layer would answer, which this route skips.
+                    log.error("unhandled_exception", path=path, error=repr(exc))
+                    response = problem_response(problems.INTERNAL_ERROR, 500, "internal error")
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -24,7 +24,7 @@ from bridge.correlation import (
 )
 from bridge.edge import (
     BodyTooLarge,
-    DirectRoute,
+    EdgeApp,
     Readiness,
     add_probes,
     add_problem_handlers,
@@ -92,9 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # FastAPI's native OpenTelemetry off: the bridge carries its own W3C trace context
     # (bridge.correlation), and asking for OpenTelemetry's providers costs on every request.
     no_telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-    app = FastAPI(title="siteti-bridge ingest", lifespan=lifespan, telemetry=no_telemetry)
+    app = EdgeApp(title="siteti-bridge ingest", lifespan=lifespan, telemetry=no_telemetry)
 
-    # Declared as a route for the OpenAPI document; `DirectRoute` (below) serves it.
+    # Declared as a route for the OpenAPI document; `app.direct` (below) serves it.
     @app.post(
         "/webhooks/{provider_name}", openapi_extra=webhook_openapi(), responses=WEBHOOK_RESPONSES
     )
@@ -221,11 +221,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     add_probes(app, ready)
     add_problem_handlers(app)
-    # Each middleware added wraps the ones before: the webhooks' direct route is innermost.
-    app.add_middleware(DirectRoute, prefix="/webhooks/", endpoint=webhook)
-    app.add_middleware(ConcurrencyCap, limit=settings.ingest_max_concurrency)
+    # Each layer put in front wraps the ones before: the webhooks' direct route is innermost.
+    app.direct("/webhooks/", webhook)
+    app.front(lambda inner: ConcurrencyCap(inner, limit=settings.ingest_max_concurrency))
     # The provider's traceparent continued (or a new trace) for the whole request.
-    app.add_middleware(TraceContextMiddleware)
+    app.front(TraceContextMiddleware)
 
     return app
 
