@@ -46,6 +46,7 @@ from bridge.config import Settings
 from bridge.edge import serve
 from bridge.kafka import client_options, new_producer
 from bridge.signing import sign
+from ingest.__main__ import usable_cpus
 from tests.e2e.harness import (
     ROOT,
     create_topic,
@@ -323,19 +324,22 @@ def main() -> None:
     }
     kafka = client_options(kafka_settings(env))
     asyncio.run(create_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topic, **kafka))
+    workers = usable_cpus()
     endpoints = {
         "bare": (["-m", "bench.ceiling", "--serve", "bare"], "/"),
         "bare+kafka": (["-m", "bench.ceiling", "--serve", "kafka", "--topic", topic], "/"),
         "ingest": (["-m", "ingest"], "/readyz"),
+        f"ingest ×{workers} workers": (["-m", "ingest"], "/readyz"),
     }
+    # The figure of record is per process; INGEST_WORKERS' default is measured on its own row.
+    envs = {f"ingest ×{workers} workers": {**env, "INGEST_WORKERS": str(workers)}}
+    env["INGEST_WORKERS"] = "1"
     if args.ingest_from:
         other = args.ingest_from.resolve()
         endpoints[f"ingest@{other.name}"] = (["-m", "ingest"], "/readyz")
         paths = os.pathsep.join(str(other / p) for p in ("shared", "services/ingest"))
         # Before the editable install's finder, so that checkout's modules are the ones run.
-        envs = {f"ingest@{other.name}": {**env, "PYTHONPATH": paths}}
-    else:
-        envs = {}
+        envs[f"ingest@{other.name}"] = {**env, "PYTHONPATH": paths}
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

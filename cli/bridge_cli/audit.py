@@ -21,7 +21,7 @@ from bridge import audit
 from bridge.config import get_settings
 from bridge.db import connect
 from dispatcher import dlq
-from receipts.status import summarize
+from receipts.status import summarize_history
 
 from .output import JsonOpt, print_json, shown, to_json
 
@@ -36,7 +36,7 @@ def story(
     told: dict[str, Any] = shown(
         {
             "reference": reference,
-            "status": summarize([row["stage"] for row in history]),
+            "status": summarize_history(history),
             "events": audit.as_json(list(history)),
             "dead_letters": [entry.summary() for entry in dead_letters],
         }

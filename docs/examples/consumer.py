@@ -1,5 +1,6 @@
-"""A new consumer of bridge.events.v1: its own group, schema validation, dedupe on `id`, and
-a commit only after the work is done. Needs `pip install aiokafka jsonschema`."""
+"""A new consumer of bridge.events.v1 (or of bridge.replies.v1, bridge.conversations.v1: set
+TOPIC): its own group, schema validation, dedupe on `id`, and a commit only after the work is
+done. Needs `pip install aiokafka jsonschema`."""
 
 from __future__ import annotations
 
@@ -38,13 +39,19 @@ def parse(value: bytes) -> dict[str, Any]:
 
 def handle(event: dict[str, Any]) -> None:
     data = event["data"]
-    print("handled", event["type"], event["subject"], data["amount"], data["currency"])
+    if event["type"] == "bridge.message.received.v1":  # bridge.replies.v1
+        answer = data["text"] if data["text"] is not None else data["button_payload"]
+        print("reply", event["subject"], data["from_index"], data["context_message_id"], answer)
+    elif event["type"] == "bridge.conversation.state.v1":  # bridge.conversations.v1
+        print("conversation", data["contact_id"], data["state"], data["window_expires_at"])
+    else:  # a canonical event, bridge.events.v1
+        print("handled", event["type"], event["subject"], data["amount"], data["currency"])
 
 
 async def main(
     max_events: int | None = None,
     group_id: str = "loyalty-points",
-    topic: str = "bridge.events.v1",
+    topic: str = os.environ.get("TOPIC", "bridge.events.v1"),
     bootstrap_servers: str = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
 ) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(

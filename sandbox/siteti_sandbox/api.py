@@ -125,6 +125,7 @@ def delete_contact(ctx: ApiContext, params: dict[str, str], body: Any) -> ApiRes
         raise ApiError(404, "contact_not_found", f"no contact {params['contact_id']}")
     ctx.state.contacts_by_phone.pop(contact.phone, None)
     ctx.state.sessions.pop(contact.contact_id, None)
+    ctx.state.bsuids.pop(contact.contact_id, None)
     return ApiResult(204, None)
 
 
@@ -217,7 +218,7 @@ def get_conversation(ctx: ApiContext, params: dict[str, str], body: Any) -> ApiR
             "state": "open" if opened is not None else "closed",
             "window_expires_at": iso(opened + SESSION_WINDOW_SECONDS) if opened else None,
             "last_inbound_at": iso(opened) if opened is not None else None,
-            "bsuid": None,
+            "bsuid": ctx.state.bsuids.get(contact.contact_id),
         },
     )
 

@@ -17,6 +17,7 @@ from bridge.edge import add_probes
 
 from .config import SandboxConfig
 from .control import control_router
+from .messaging_control import messaging_router
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .state import SandboxState
@@ -49,6 +50,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         include_in_schema=False,
     )
     app.include_router(control_router(state, sender))
+    app.include_router(messaging_router(state, sender))
 
     # No dependencies: ready as soon as it answers. Metrics from the app's own registry.
     add_probes(app, metrics=lambda: (metrics.render(), CONTENT_TYPE_LATEST))

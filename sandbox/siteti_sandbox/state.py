@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .config import SandboxConfig
+from .messaging import MessagingControls
 
 TemplateStatus = Literal["APPROVED", "PENDING", "REJECTED"]
 FailureMode = Literal["error_5xx", "rate_limit_storm", "maintenance", "timeout"]
@@ -31,6 +32,8 @@ DEFAULT_TEMPLATES: dict[str, list[str]] = {
     "tpl_failed_generic": _PAYMENT_VARS,
     "tpl_transfer_completed": _PAYMENT_VARS,
     "tpl_transfer_failed": _PAYMENT_VARS,
+    # Asks the customer to confirm a number the business is not sure of (issue 12).
+    "tpl_confirm_number": ["customer_name"],
 }
 
 
@@ -85,6 +88,8 @@ class Message:
     text: str | None
     reference: str | None
     at: str
+    # Meta's error when a delivery failure was injected: {"code": 131026, "title": "…"}.
+    error: dict[str, Any] | None = None
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -239,9 +244,11 @@ class SandboxState:
         self.calls: list[dict[str, Any]] = []
         self.webhook_log: list[dict[str, Any]] = []
         self.sessions: dict[str, float] = {}  # contact id or phone -> when the window opened
+        self.bsuids: dict[str, str] = {}  # contact id -> the WhatsApp username id last seen
         self.idempotency = IdempotencyStore()
         self.limiter = RateLimiter()
         self.failures = FailureInjector()
+        self.messaging = MessagingControls()
         self.reset()
 
     def now(self) -> float:
@@ -258,9 +265,11 @@ class SandboxState:
         self.calls.clear()
         self.webhook_log.clear()
         self.sessions.clear()
+        self.bsuids.clear()
         self.idempotency.clear()
         self.limiter = RateLimiter()
         self.failures.clear()
+        self.messaging.clear()
 
     def update_config(self, **changes: Any) -> None:
         self.config = replace(self.config, **changes)
@@ -281,12 +290,21 @@ class SandboxState:
         now = self.now()
         self.sessions = {i: self.sessions.get(i, now) for i in ids}
 
+    def note_inbound(self, contact_id: str | None, phone: str | None) -> None:
+        """A customer wrote: their 24 h service window (re)opens now."""
+        key = contact_id or phone
+        if key:
+            self.sessions[key] = self.now()
+
     def session_opened_at(self, contact_id: str | None, phone: str | None) -> float | None:
         """When the 24 h service window opened, or None when it is closed."""
         opened = self.sessions.get(contact_id or "", self.sessions.get(phone or ""))
         if opened is None or self.now() - opened > SESSION_WINDOW_SECONDS:
             return None
         return opened
+
+    def message(self, message_id: str) -> Message | None:
+        return next((m for m in reversed(self.messages) if m.message_id == message_id), None)
 
     def log_call(self, entry: dict[str, Any]) -> None:
         entry["seq"] = len(self.calls) + 1

@@ -1,7 +1,9 @@
 """Outbound webhooks: Siteti -> the bridge's receipts endpoint.
 
-Each accepted message gets `message.sent`, `message.delivered` and `message.read` events,
-each sent from its own asyncio task after its delay. Delivery is at least once: a non-2xx
+Each accepted message gets `message.sent`, `message.delivered` and `message.read` events
+(or `message.sent` then `message.failed` when a delivery failure was injected for it), each
+sent from its own asyncio task after its delay; customer replies (`message.received`) and
+`conversation.state` go the same way. Delivery is at least once: a non-2xx
 answer or a connection error is retried with exponential backoff, and every attempt is
 logged in `state.webhook_log`. The URL and secrets are read at each attempt, so a config
 change (or secret rotation) applies to events already queued.
@@ -18,6 +20,7 @@ import orjson
 
 from bridge.signing import sign_siteti_webhook
 
+from .messaging import reply_data
 from .metrics import Metrics
 from .state import Message, SandboxState, iso
 
@@ -41,35 +44,76 @@ class WebhookSender:
         return len(self._tasks)
 
     def schedule_statuses(self, message: Message) -> None:
-        """Queue sent/delivered/read for a message just accepted."""
+        """Queue the webhooks that follow a message just accepted: sent/delivered/read, or
+        sent/failed when a delivery failure rule matches it, then the auto-reply if any."""
         cfg = self.state.config
+        failure = self.state.messaging.failure_for(message.to, message.template_id)
+        if failure is not None:
+            message.error = failure.error()  # decided (and `times` spent) even without webhooks
         if not cfg.webhook_url:
             return
-        delays = {
-            "sent": cfg.delay_sent_seconds,
-            "delivered": cfg.delay_delivered_seconds,
-            "read": cfg.delay_read_seconds,
-        }
-        if cfg.shuffle_webhooks:  # the contract allows read before delivered: make it happen
-            delays["delivered"], delays["read"] = delays["read"], delays["delivered"]
+        delays = {"sent": cfg.delay_sent_seconds}
+        if failure is not None:
+            # Meta reports a failure where the delivery receipt would have come; no read.
+            delays["failed"] = cfg.delay_delivered_seconds
+        else:
+            delays["delivered"] = cfg.delay_delivered_seconds
+            delays["read"] = cfg.delay_read_seconds
+            if cfg.shuffle_webhooks:  # the contract allows read before delivered
+                delays["delivered"], delays["read"] = delays["read"], delays["delivered"]
         for status, delay in delays.items():
-            data = {
+            data: dict[str, Any] = {
                 "message_id": message.message_id,
                 "contact_id": message.contact_id,
                 "to": message.to,
                 "reference": message.reference,
                 "status": status,
             }
-            self._spawn(self._emit(f"message.{status}", data, delay))
+            if status == "failed":
+                data["error"] = message.error
+            self.emit(f"message.{status}", data, delay)
+
+        auto = self.state.messaging.auto_reply_for(message.template_id, message.to)
+        if auto is not None and failure is None:  # nobody answers a message never delivered
+            reply = reply_data(
+                sender=message.to,
+                contact_id=message.contact_id,
+                text=auto.text,
+                button_payload=auto.button_payload,
+                context_message_id=message.message_id,
+                reference=message.reference,
+                bsuid=None,
+            )
+            self.schedule_reply(reply, auto.delay_seconds)
+
+    def emit(self, event_type: str, data: dict[str, Any], delay: float) -> str:
+        """Queue one webhook, sent after `delay` seconds; returns its event id."""
+        event_id = "evt_" + secrets.token_hex(12)
+        self._spawn(self._emit(event_id, event_type, data, delay))
+        return event_id
+
+    def schedule_reply(self, data: dict[str, Any], delay: float) -> str:
+        """Queue a customer's `message.received`; the reply opens their 24 h service window
+        when it is sent, as an inbound message does on WhatsApp."""
+        event_id = "evt_" + secrets.token_hex(12)
+
+        async def reply() -> None:
+            await asyncio.sleep(delay)
+            self.state.note_inbound(data["contact_id"], data["from"])
+            await self._emit(event_id, "message.received", data, 0)
+
+        self._spawn(reply())
+        return event_id
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _emit(self, event_type: str, data: dict[str, Any], delay: float) -> None:
+    async def _emit(
+        self, event_id: str, event_type: str, data: dict[str, Any], delay: float
+    ) -> None:
         await asyncio.sleep(delay)
-        event_id = "evt_" + secrets.token_hex(12)
         # Built once: every redelivery (retry or duplicate) carries the very same bytes and id.
         body = orjson.dumps(
             {

@@ -15,7 +15,7 @@ order within one relay's batch, not across relays.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,12 @@ log = get_logger(__name__)
 # Stages in the order a reader expects them when timestamps tie.
 STAGES = (
     "received",
+    "double_fire_suspected",  # held: a second event for money already announced (issue 12)
+    # Number confirmation (issue 12; dispatcher.confirmation): asked, then answered, before
+    # what was held is sent (or dead-lettered) in the same second.
+    "confirmation_requested",
+    "number_confirmed",
+    "number_declined",
     "dispatched",
     "dead_lettered",
     "retried",
@@ -56,12 +62,14 @@ async def record(
     detail: dict[str, Any],
     occurred_at: datetime | None = None,
     customer_hash: str | None = None,
+    also: tuple[str, Sequence[Any]] | None = None,
 ) -> None:
     """Append one audit row and its outbox row, in one statement: atomic alone, or part of
     the caller's transaction.
 
     `customer_hash` (bridge.protect.customer_key) says whose transaction it is, so that an
-    erasure finds the row; it is not relayed.
+    erasure finds the row; it is not relayed. `also` is one more data-modifying statement
+    and its arguments (numbered from $9), run in the same statement (still one round trip).
     """
     when = occurred_at or datetime.now(UTC)
     message = {
@@ -71,9 +79,12 @@ async def record(
         "occurred_at": when.isoformat(),
         "detail": detail,
     }
-    await conn.execute(
-        _RECORD, reference, stage, source, when, detail, customer_hash, AUDIT_TOPIC.name, message
-    )
+    args = (reference, stage, source, when, detail, customer_hash, AUDIT_TOPIC.name, message)
+    if also is None:
+        await conn.execute(_RECORD, *args)
+    else:
+        statement, more = also
+        await conn.execute(f"{_RECORD_ALSO}\n{statement}", *args, *more)
 
 
 # Both rows in one statement (one round trip, and no transaction of its own needed): the
@@ -85,6 +96,7 @@ WITH audit AS (
 )
 INSERT INTO outbox (topic, key, payload) VALUES ($7, $1, $8)
 """
+_RECORD_ALSO = _RECORD.replace("\nINSERT INTO outbox", ",\noutbox AS (INSERT INTO outbox") + ")"
 
 
 async def record_now(pool: asyncpg.Pool, **kwargs: Any) -> None:

@@ -140,13 +140,31 @@ class Settings(BaseSettings):
     dispatcher_poison_attempts: int = 3
     customer_cache_ttl_seconds: int = 300
     missing_contact_wait_seconds: float = 5.0
+    # Issue 12, number confirmation (dispatcher.confirmation): seconds an event waits for its
+    # customer to confirm a candidate number before it goes to manual review (24 h).
+    number_confirmation_timeout: float = 86400.0
     default_country: str = "NG"
     # The template rule file operations edit; empty = the shipped dispatcher/rules.yaml.
     template_rules_file: str = ""
+    # Issue 12, pacing (dispatcher.pacing): messages to one WhatsApp number at least this many
+    # seconds apart across every instance (WhatsApp's pair rate limit); 0 = no pacing.
+    pair_min_interval_seconds: float = 6.0
+    # Issue 12, double-fires (dispatcher.doublefire): a second event of the same provider,
+    # type, customer and amount whose provider time is within this many seconds of one
+    # already seen is held for review, not sent; 0 = no check.
+    double_fire_window_seconds: float = 120.0
 
     # Dead-letter store (issue 4): seconds between the retrier's rounds (due `pending` entries,
     # templates approved since, customers given a number since).
     dlq_retry_interval_seconds: float = 60
+    # Issue 12, WhatsApp failure codes (bridge.failure_codes, receipts): Meta's code → flag,
+    # resend_template, review or retry; codes not named go to review. Retries wait the base,
+    # doubled for each earlier re-send of the event (at most an hour), up to the maximum.
+    whatsapp_failure_actions: str = (
+        "131026=flag,131047=resend_template,131048=review,131049=review,130429=retry,131056=retry"
+    )
+    whatsapp_retry_base_seconds: float = 60
+    whatsapp_max_resends: int = 5
     # Bearer tokens with a role (issue 9; bridge.access): `role:token` pairs, the role one of
     # support, engineering, analyst. They guard GET /audit/…, the admin API and the console.
     api_tokens: CommaList = Field(default_factory=list)
@@ -215,6 +233,8 @@ class Settings(BaseSettings):
     ingest_ip_limit_per_minute: int = 60
     # Requests one ingest process handles at once; more are answered 503 + Retry-After.
     ingest_max_concurrency: int = 1000
+    # Ingest worker processes sharing INGEST_PORT; 0 = one per CPU this process may use.
+    ingest_workers: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
 

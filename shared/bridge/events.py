@@ -87,7 +87,13 @@ class Topic:
 EVENTS_TOPIC = Topic("bridge.events.v1", 12, 7 * 24 * 3600 * 1000, "canonical business events")
 DEAD_LETTER_TOPIC = Topic("bridge.dead-letter.v1", 3, 30 * 24 * 3600 * 1000, "undeliverable events")
 AUDIT_TOPIC = Topic("bridge.audit.v1", 6, 30 * 24 * 3600 * 1000, "message lifecycle records")
-TOPICS = (EVENTS_TOPIC, DEAD_LETTER_TOPIC, AUDIT_TOPIC)
+# Customers' replies and conversation states (bridge.inbound), keyed by the customer's keyed
+# hash. 7 days, like the events: they hold a customer's own words.
+REPLIES_TOPIC = Topic("bridge.replies.v1", 6, 7 * 24 * 3600 * 1000, "customers' WhatsApp replies")
+CONVERSATIONS_TOPIC = Topic(
+    "bridge.conversations.v1", 3, 7 * 24 * 3600 * 1000, "WhatsApp conversation states"
+)
+TOPICS = (EVENTS_TOPIC, DEAD_LETTER_TOPIC, AUDIT_TOPIC, REPLIES_TOPIC, CONVERSATIONS_TOPIC)
 
 
 # --- Limits: what every consumer can take -------------------------------------------------

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
+
+# Set (to an empty directory) for a service run as several worker processes (ingest with
+# INGEST_WORKERS > 1): each worker writes its values there and `/metrics`, whichever worker
+# answers it, adds them up. Read before any metric exists: it decides how values are kept.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 WEBHOOKS_RECEIVED = Counter(
     "bridge_webhooks_received_total", "Provider webhooks by outcome", ["provider", "outcome"]
@@ -45,8 +53,25 @@ GOVERNOR_WAIT = Histogram(
     ["priority"],
     buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
+# Issue 12 (pacing): per-number spacing and provider double-fires (dispatcher).
+PAIR_PACING_WAIT = Histogram(
+    "bridge_pair_pacing_wait_seconds",
+    "Time a message waited for its number's slot (PAIR_MIN_INTERVAL_SECONDS after the last)",
+    buckets=(0.001, 0.5, 1, 2, 3, 4, 5, 6, 10, 30, 60),
+)
+DOUBLE_FIRES = Counter(
+    "bridge_double_fires_suspected_total",
+    "Events held for review as a provider's second fire of a transaction",
+    ["provider"],
+)
 DEAD_LETTERS = Counter(
     "bridge_dead_letters_total", "Events sent to the dead-letter store", ["reason"]
+)
+# Issue 12: customers' replies the dispatcher read for a number confirmation (dispatcher.replies).
+CONFIRMATION_REPLIES = Counter(
+    "bridge_number_confirmation_replies_total",
+    "Replies read from the replies topic, by what they did to a number confirmation",
+    ["outcome"],
 )
 RECEIPTS = Counter(
     "bridge_receipts_total", "Siteti delivery webhooks by type and outcome", ["type", "outcome"]
@@ -67,7 +92,10 @@ RATE_LIMITER_ERRORS = Counter(
     ["service"],
 )
 REQUESTS_IN_FLIGHT = Gauge(
-    "bridge_requests_in_flight", "Requests a process is handling, against its cap", ["service"]
+    "bridge_requests_in_flight",
+    "Requests a process is handling, against its cap",
+    ["service"],
+    multiprocess_mode="livesum",  # several ingest workers: what they handle together
 )
 REQUESTS_SHED = Counter(
     "bridge_requests_shed_total",
@@ -162,6 +190,10 @@ def observe_provider_delay(provider: str, times: Iterable[datetime | None]) -> N
 
 
 def render() -> tuple[bytes, str]:
+    if os.environ.get(MULTIPROCESS_DIR):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
 

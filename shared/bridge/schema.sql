@@ -246,3 +246,94 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON customers, dead_letters, audit_log, outb
     siteti_webhook_events, poller_tracking, filedrop_files, erasures TO bridge_operator;
 GRANT USAGE ON SEQUENCE customers_id_seq, dead_letters_id_seq, audit_log_id_seq, outbox_id_seq,
     filedrop_files_id_seq, erasures_id_seq TO bridge_operator;
+
+-- Issue 12 (number confirmation; dispatcher.confirmation, docs/runbooks.md): a directory number
+-- may be a candidate the customer has not confirmed. Existing rows stay confirmed.
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS phone_confirmed boolean NOT NULL DEFAULT true;
+-- One request a customer and candidate number at a time: the template asking "is this your
+-- number?", sent once, and what the customer answered (or that nobody did in time).
+CREATE TABLE IF NOT EXISTS number_confirmations (
+    id           bigserial PRIMARY KEY,
+    customer_id  bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    phone        text NOT NULL,         -- the candidate, sealed (bridge.protect)
+    phone_index  text NOT NULL,         -- its keyed hash: what a reply's from_index matches
+    status       text NOT NULL
+                 CHECK (status IN ('requested', 'confirmed', 'declined', 'expired')),
+    reference    text NOT NULL UNIQUE,  -- sent as the message's reference; replies echo it
+    template_id  text NOT NULL,
+    message_id   text,                  -- Siteti's, once the request was accepted
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    answered_at  timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS number_confirmations_open_key
+    ON number_confirmations (customer_id, phone_index) WHERE status = 'requested';
+CREATE INDEX IF NOT EXISTS number_confirmations_phone_idx
+    ON number_confirmations (phone_index, status);
+CREATE INDEX IF NOT EXISTS number_confirmations_message_idx ON number_confirmations (message_id);
+-- Which request each waiting event (by dedupe key) waits for: released together, in order.
+CREATE TABLE IF NOT EXISTS number_confirmation_events (
+    dedupe_key      text PRIMARY KEY,
+    confirmation_id bigint NOT NULL REFERENCES number_confirmations (id) ON DELETE CASCADE,
+    linked_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS number_confirmation_events_request_idx
+    ON number_confirmation_events (confirmation_id);
+REVOKE ALL ON number_confirmations, number_confirmation_events
+    FROM bridge_ingest, bridge_dispatcher, bridge_receipts, bridge_operator;
+REVOKE ALL ON SEQUENCE number_confirmations_id_seq
+    FROM bridge_ingest, bridge_dispatcher, bridge_receipts, bridge_operator;
+-- dispatcher: asks, links waiting events, settles on a reply or the timeout; retention and
+-- erasure delete.
+GRANT SELECT, INSERT, UPDATE, DELETE ON number_confirmations, number_confirmation_events
+    TO bridge_dispatcher;
+GRANT USAGE ON SEQUENCE number_confirmations_id_seq TO bridge_dispatcher;
+GRANT SELECT, INSERT, UPDATE, DELETE ON number_confirmations, number_confirmation_events
+    TO bridge_operator;
+GRANT USAGE ON SEQUENCE number_confirmations_id_seq TO bridge_operator;
+
+-- Issue 12 (failure codes and delivery states; bridge.delivery_states, bridge.failure_codes,
+-- receipts.outcomes): each message Siteti accepted, with its delivery state and what a re-send
+-- needs. The dispatcher writes the row with its `dispatched` audit row; receipts advance the
+-- state (never backwards) and, on `message.failed`, dead-letter the event from `payload`. A row
+-- receipts made first (a receipt ahead of the dispatcher's write, or another system's message)
+-- has no dedupe key or payload until the dispatcher's write fills them in.
+CREATE TABLE IF NOT EXISTS sent_messages (
+    message_id     text PRIMARY KEY,       -- Siteti's
+    reference      text NOT NULL,
+    state          text NOT NULL DEFAULT 'accepted'
+                   CHECK (state IN ('accepted', 'sent', 'failed', 'delivered', 'read')),
+    dedupe_key     text,                   -- the event's (dead letters are keyed by it)
+    customer_hash  text,                   -- as on dead letters: how an erasure finds it
+    phone_index    text,                   -- keyed hash of the number it went to
+    template_id    text,                   -- NULL: free-form
+    key_generation integer NOT NULL DEFAULT 0,  -- of the Idempotency-Key it was sent under
+    payload        jsonb,                  -- the canonical event, as dead letters keep it
+    accepted_at    timestamptz,            -- when Siteti accepted it (the dispatcher's clock)
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sent_messages_reference_idx ON sent_messages (reference);
+CREATE INDEX IF NOT EXISTS sent_messages_customer_idx ON sent_messages (customer_hash);
+CREATE INDEX IF NOT EXISTS sent_messages_updated_idx ON sent_messages (updated_at);
+-- Numbers WhatsApp cannot reach (131026 by default): later messages to them are dead-lettered
+-- for review (`number_flagged`) instead of sent. An operator's retry of such an entry lifts the
+-- flag; retention removes flags older than RETENTION_DAYS.
+CREATE TABLE IF NOT EXISTS flagged_numbers (
+    phone_index text PRIMARY KEY,          -- keyed hash of the number
+    code        integer NOT NULL,          -- Meta's error code
+    message_id  text,                      -- the message that failed
+    reference   text,
+    flagged_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON sent_messages, flagged_numbers
+    FROM bridge_ingest, bridge_dispatcher, bridge_receipts, bridge_operator;
+-- receipts: advance a message's state (creating the row when the dispatcher's is not there
+-- yet); on a failure, dead-letter the event (its outbox and audit rows) and flag the number.
+GRANT SELECT, INSERT, UPDATE ON sent_messages TO bridge_receipts;
+GRANT SELECT, INSERT, UPDATE ON flagged_numbers TO bridge_receipts;
+GRANT SELECT, INSERT, UPDATE ON dead_letters TO bridge_receipts;
+GRANT USAGE ON SEQUENCE dead_letters_id_seq TO bridge_receipts;
+-- dispatcher: records sends, checks and lifts flags; retention and erasure delete.
+GRANT SELECT, INSERT, UPDATE, DELETE ON sent_messages, flagged_numbers TO bridge_dispatcher;
+GRANT SELECT, INSERT, UPDATE, DELETE ON sent_messages, flagged_numbers TO bridge_operator;

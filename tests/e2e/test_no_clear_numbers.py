@@ -1,10 +1,12 @@
 """Issue 9: after a full run, no clear phone number anywhere but the directory's sealed columns.
 
 Every way a number enters the bridge is used: the directory import (Moniepoint), numbers in
-webhooks (WasaaPay's customer phone, Open Market's buyer_number), a file-drop row, and a dead
-letter whose event holds a number. Then `bridge privacy scan`'s searches go over a dump of the
-pipeline's database, every Redis key and value, every record of every Kafka topic and every
-log file, for every form of those numbers.
+webhooks (WasaaPay's customer phone, Open Market's buyer_number), a file-drop row, a dead
+letter whose event holds a number, and a customer's reply and conversation state (Siteti's
+`from`, and a number typed into the reply: bridge.replies.v1, bridge.conversations.v1).
+Then `bridge privacy scan`'s searches go over a dump of the pipeline's database, every Redis
+key and value, every record of every Kafka topic and every log file, for every form of those
+numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 import pytest
 
 from bridge.config import Settings
+from bridge.events import CONVERSATIONS_TOPIC, REPLIES_TOPIC
 from bridge.signing import js_stringify, sign
 from bridge_cli.privacy import Place, scan_all
 from tests.e2e.harness import (
@@ -109,13 +112,43 @@ def drop_file(pipeline: Pipeline, inbox: Path, account: str, phone: str) -> None
         )
 
 
+def emit(pipeline: Pipeline, control: str, body: dict[str, Any]) -> str:
+    """A webhook the sandbox sends the receipts service (its /_sandbox/ control); its id."""
+    answer = httpx.post(f"{pipeline.sandbox}/_sandbox/{control}", json=body)
+    assert answer.status_code == 200, answer.text
+    event_id: str = answer.json()["event_id"]
+    return event_id
+
+
+def relayed(pipeline: Pipeline, event_ids: list[str]) -> bool:
+    """Stored, and their records on the replies and conversations topics: none left in the
+    outbox (so the scan reads them on the topics)."""
+    row = asyncio.run(
+        pipeline.fetchrow(
+            "SELECT (SELECT count(*) FROM siteti_webhook_events WHERE event_id = ANY($1))"
+            " AS stored, (SELECT count(*) FROM outbox WHERE topic = ANY($2)) AS waiting",
+            event_ids,
+            [REPLIES_TOPIC.name, CONVERSATIONS_TOPIC.name],
+        )
+    )
+    return bool(row["stored"] == len(event_ids) and row["waiting"] == 0)
+
+
 def test_a_full_run_stores_no_clear_number(tmp_path: Path) -> None:
     directory_phone = fresh_number("0803")  # national form, as a directory export has it
     wasaapay_phone = "+234805" + fresh_number("")
     openmarket_phone = "+22997" + fresh_number("")[:6]
     filedrop_phone = fresh_number("+234 806 ")
     parked_phone = "+234807" + fresh_number("")
-    numbers = [directory_phone, wasaapay_phone, openmarket_phone, filedrop_phone, parked_phone]
+    typed_phone = "0809" + fresh_number("")  # typed into a reply
+    numbers = [
+        directory_phone,
+        wasaapay_phone,
+        openmarket_phone,
+        filedrop_phone,
+        parked_phone,
+        typed_phone,
+    ]
 
     pipeline = make_pipeline(
         stack_env(),
@@ -168,6 +201,15 @@ def test_a_full_run_stores_no_clear_number(tmp_path: Path) -> None:
         # Siteti got the real numbers (the bridge must still be able to message people).
         contacts = {c["phone"] for c in pipeline.sandbox_get("contacts")}
         assert {"234" + directory_phone[1:], wasaapay_phone[1:], openmarket_phone[1:]} <= contacts
+
+        # The directory's customer writes back, typing another number, and their conversation
+        # opens: Siteti's webhooks to receipts, then the replies and conversations topics.
+        customer = "234" + directory_phone[1:]
+        emitted = [
+            emit(pipeline, "replies", {"from": customer, "text": f"or call {typed_phone}"}),
+            emit(pipeline, "conversations", {"from": customer, "state": "open"}),
+        ]
+        wait_for(lambda: relayed(pipeline, emitted), 60)
 
         pipeline.stop()  # every log line written
         settings = Settings(

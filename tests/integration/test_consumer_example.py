@@ -18,8 +18,12 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
+from bridge.config import get_settings
 from bridge.events import CanonicalEvent, Customer, EventData, new_event
 from bridge.kafka import new_producer
+from bridge.protect import data_keys
+from receipts.topics import OutboxRecord, records
+from receipts.webhooks import parse_webhook
 from tests.kafka_tools import record_of
 
 pytestmark = pytest.mark.integration
@@ -122,4 +126,32 @@ async def test_example_consumer_skips_invalid_and_dedupes(kafka_bootstrap: str, 
     )
     assert [e["id"] for e in handled] == [first.id, second.id]
     # Everything read was committed, the skipped messages included: none is read again.
+    assert await committed(kafka_bootstrap, topic, group) == len(values)
+
+
+def inbound(event_type: str, **data: object) -> OutboxRecord:
+    """The record receipts writes for a Siteti webhook (receipts.topics), as it is relayed."""
+    body = {"id": f"evt_{uuid.uuid4().hex}", "type": event_type, "data": data}
+    (record,) = records(parse_webhook(orjson.dumps(body)), data_keys(get_settings()), "NG")
+    return record
+
+
+async def test_example_consumer_reads_replies_and_conversations(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    example = load_example()
+    phone = {"from": "2348031234567"}
+    reply = inbound("message.received", contact_id="ct_1", text="YES", **phone)
+    state = inbound("conversation.state", contact_id="ct_1", state="open", **phone)
+    # A reply with its number in clear breaks the schema (`from` must be sealed): skipped.
+    clear = inbound("message.received", contact_id="ct_1", text="NO", **phone).payload
+    clear["data"]["from"] = phone["from"]
+    values = [orjson.dumps(v) for v in (reply.payload, clear, reply.payload, state.payload)]
+    await produce(kafka_bootstrap, topic, values, reply.key.encode())
+    group = f"test-consumer-example-{uuid.uuid4().hex[:8]}"
+    handled = await asyncio.wait_for(
+        example.main(max_events=2, group_id=group, topic=topic, bootstrap_servers=kafka_bootstrap),
+        60,
+    )
+    assert handled == [reply.payload, state.payload]
     assert await committed(kafka_bootstrap, topic, group) == len(values)

@@ -164,9 +164,39 @@ async def test_the_receipts_role_stores_receipts_and_relays_the_outbox(pools: Po
         assert len(rows) == 1
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [rows[0]["id"]])
 
+    # Issue 12: a failure of a recorded send is dead-lettered and its number flagged.
+    event_id, message_id = f"evt_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
+    await pools["dispatcher"].execute(
+        "INSERT INTO sent_messages (message_id, reference, dedupe_key, customer_hash,"
+        " phone_index, template_id, payload) VALUES ($1, $2, $3, 'h', $4, 't', $5)",
+        message_id,
+        reference,
+        f"{reference}:payment.successful",
+        f"ph-{_RUN}",
+        {"type": "payment.successful", "data": {"provider": "moniepoint"}},
+    )
+    failed = Receipt(
+        event_id=event_id,
+        type="message.failed",
+        stage="failed",
+        reference=reference,
+        occurred_at=datetime.now(UTC),
+        detail={"message_id": message_id, "error": {"code": 131026, "title": "undeliverable"}},
+    )
+    assert await _store(pool, failed) is True
+    assert (
+        await pool.fetchval(
+            "SELECT reason FROM dead_letters WHERE dedupe_key = $1",
+            f"{reference}:payment.successful",
+        )
+        == "whatsapp_undeliverable"
+    )
+
     await refused(pool, "SELECT phone FROM customers")
     await refused(pool, "DELETE FROM customers")
-    await refused(pool, "UPDATE dead_letters SET status = 'completed'")
+    await refused(pool, "DELETE FROM dead_letters")
+    await refused(pool, "DELETE FROM sent_messages")
+    await refused(pool, "DELETE FROM flagged_numbers")
     await refused(pool, "DELETE FROM siteti_webhook_events WHERE event_id = $1", event_id)
     await refused(pool, "UPDATE outbox SET topic = 'elsewhere'")
     await refused(pool, "DELETE FROM audit_log WHERE reference = $1", reference)

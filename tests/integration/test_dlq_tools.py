@@ -10,6 +10,7 @@ never touched; rows made here are deleted at the end.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -40,7 +41,7 @@ from dispatcher.admin import DISABLED, AdminAPI, register_admin
 from dispatcher.dedupe import Dedupe
 from dispatcher.directory import Directory, import_csv
 from dispatcher.pipeline import Dispatcher, trigger_key
-from dispatcher.recovery import Retrier, for_entry, retry_entry, retry_id
+from dispatcher.recovery import Retrier, RoundReport, for_entry, retry_entry, retry_id
 from dispatcher.rules import RuleSet, load_rules
 from dispatcher.siteti import SitetiClient
 from siteti_sandbox import SandboxConfig, create_app
@@ -423,6 +424,126 @@ async def test_template_approved_later_is_sent_by_the_retrier(
         done = await dlq.get_entry(pg_pool, entry.id)
         assert done is not None and done.status == "completed"
     assert (await retrier.run_once()).templates_checked == {}  # nothing waits any more
+
+
+async def waiting_for(
+    dispatcher: Dispatcher, pool: asyncpg.Pool, redis: Redis, tmp_path: Path, provider: str
+) -> tuple[CanonicalEvent, dlq.Entry]:
+    """A payment whose template Siteti has not approved: a template_not_approved entry."""
+    account = new_account()
+    await add_customer(pool, redis, tmp_path, account)
+    event = payment(provider, account)
+    assert (await dispatcher.handle(event)).label == "dead_lettered:template_not_approved"
+    return event, await entry_for(pool, event)
+
+
+async def test_rejected_template_moves_waiting_entries_to_manual_review(
+    make_dispatcher: MakeDispatcher,
+    siteti: Sandbox,
+    pg_pool: asyncpg.Pool,
+    redis: Redis,
+    tmp_path: Path,
+    provider: str,
+) -> None:
+    """Issue 12: a REJECTED template's entries stop waiting; an operator's retry after the
+    template is fixed sends them, under a key Siteti has not refused."""
+    template = f"tpl_dlqtest_{uuid.uuid4().hex[:6]}"
+    await siteti.template(template, "PENDING")
+    dispatcher = make_dispatcher(rules=rules_for(template))
+    waiting = [await waiting_for(dispatcher, pg_pool, redis, tmp_path, provider) for _ in "ab"]
+    retrier = Retrier(dispatcher, providers=[provider])
+
+    await siteti.template(template, "REJECTED")
+    report = await retrier.run_once()
+    assert report.templates_checked == {template: "REJECTED"}
+    assert sorted(report.results) == sorted(
+        (entry.id, "dead_lettered:template_rejected") for _, entry in waiting
+    )
+    for event, entry in waiting:
+        moved = await dlq.get_entry(pg_pool, entry.id)
+        assert moved is not None
+        assert (moved.status, moved.reason, moved.template_id) == (
+            "manual_review",
+            "template_rejected",
+            template,
+        )
+        assert moved.last_error == f"{template} is REJECTED"
+        assert (await stages(pg_pool, event.reference)).count("dead_lettered") == 2
+        assert await siteti.messages(event.reference) == []
+    assert (await retrier.run_once()).templates_checked == {}  # nothing waits any more
+
+    await siteti.template(template, "APPROVED")
+    event, entry = waiting[0]
+    result = await retry_id(dispatcher, entry.id, by="test")
+    assert result.outcome.label == "sent"
+    assert [m["template_id"] for m in await siteti.messages(event.reference)] == [template]
+
+
+async def test_rejected_at_the_trigger_goes_straight_to_manual_review(
+    make_dispatcher: MakeDispatcher,
+    siteti: Sandbox,
+    pg_pool: asyncpg.Pool,
+    redis: Redis,
+    tmp_path: Path,
+    provider: str,
+) -> None:
+    template = f"tpl_dlqtest_{uuid.uuid4().hex[:6]}"
+    await siteti.template(template, "REJECTED")
+    dispatcher = make_dispatcher(rules=rules_for(template))
+    account = new_account()
+    await add_customer(pg_pool, redis, tmp_path, account)
+    event = payment(provider, account)
+    assert (await dispatcher.handle(event)).label == "dead_lettered:template_rejected"
+    entry = await entry_for(pg_pool, event)
+    # Siteti keeps the refusal under the first key: the retry must use the next one.
+    assert (entry.status, entry.key_generation) == ("manual_review", 1)
+    assert await Retrier(dispatcher, providers=[provider]).run_once() == RoundReport()
+
+    await siteti.template(template, "APPROVED")
+    assert (await retry_id(dispatcher, entry.id, by="test")).outcome.label == "sent"
+    keys = [c["idempotency_key"] for c in await siteti.triggers(event.reference)]
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert len(await siteti.messages(event.reference)) == 1
+
+
+async def test_the_background_retrier_acts_within_one_interval_of_a_status_change(
+    make_dispatcher: MakeDispatcher,
+    siteti: Sandbox,
+    pg_pool: asyncpg.Pool,
+    redis: Redis,
+    tmp_path: Path,
+    provider: str,
+) -> None:
+    """Issue 12: approval releases, rejection moves, within one retrier interval."""
+    interval = 1.5
+    approved, rejected = (f"tpl_dlqtest_{uuid.uuid4().hex[:6]}" for _ in "ab")
+    for template in (approved, rejected):
+        await siteti.template(template, "PENDING")
+    dispatcher = make_dispatcher(rules=rules_for(approved))
+    released, _ = await waiting_for(dispatcher, pg_pool, redis, tmp_path, provider)
+    _, stuck = await waiting_for(
+        make_dispatcher(rules=rules_for(rejected)), pg_pool, redis, tmp_path, provider
+    )
+    retrier = Retrier(dispatcher, interval_seconds=interval, providers=[provider])
+    running = asyncio.create_task(retrier.run())
+    try:
+        await asyncio.sleep(interval / 2)  # a status change lands anywhere in a round's wait
+        await siteti.template(approved, "APPROVED")
+        await siteti.template(rejected, "REJECTED")
+        changed = time.monotonic()
+
+        async def settled() -> bool:
+            moved = await dlq.get_entry(pg_pool, stuck.id)
+            sent = await siteti.messages(released.reference)
+            return bool(sent) and moved is not None and moved.status == "manual_review"
+
+        while not await settled():
+            # One interval, plus the round's own few calls on a busy machine.
+            assert time.monotonic() - changed < interval + 1.0, "not within one interval"
+            await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_put_moves_the_idempotency_key_generation_only_when_a_key_is_burned(

@@ -30,7 +30,7 @@ from bridge.config import Settings
 from bridge.protect import DataKeys, data_keys
 from bridge.retry import RetryPolicy
 from bridge_cli.main import app as cli_app
-from dispatcher import erasure
+from dispatcher import erasure, erasure_contacts
 from dispatcher.dedupe import Dedupe
 from dispatcher.erasure_api import register_erasures
 from dispatcher.runtime import Runtime, build_runtime
@@ -261,12 +261,12 @@ async def test_siteti_down_leaves_it_pending_until_the_retry(
         await pg_pool.execute(
             "UPDATE erasures SET next_attempt_at = now() WHERE id = $1", result.erasure_id
         )
-        still = await erasure.retry_pending(pg_pool, siteti, policy=FAST, backoff=NOW)
+        still = await erasure_contacts.retry_pending(pg_pool, siteti, policy=FAST, backoff=NOW)
         assert still.get(result.erasure_id or 0) == "pending"
     finally:
         (await http.delete(failures)).raise_for_status()
     await asyncio.sleep(0.01)
-    outcomes = await erasure.retry_pending(pg_pool, siteti, policy=FAST, backoff=NOW)
+    outcomes = await erasure_contacts.retry_pending(pg_pool, siteti, policy=FAST, backoff=NOW)
     assert outcomes.get(result.erasure_id or 0) == "done"
     row = await pg_pool.fetchrow("SELECT * FROM erasures WHERE id = $1", result.erasure_id)
     assert (row["status"], row["contact_ids"], row["attempts"]) == ("done", [], 3)
@@ -395,3 +395,32 @@ async def test_admin_api_engineering_only(
         await off.close()
         await api.close()
         await runtime.aclose()
+
+
+async def test_erasing_a_number_removes_every_confirmation_request_for_it(
+    ctx: erasure.Context, siteti: SitetiClient
+) -> None:
+    person = await seed(ctx, siteti, "08031230009", with_files=False)
+    index, sealed = ctx.keys.phone_index(person.phone), ctx.keys.seal(person.phone, "phone")
+    other = await ctx.pool.fetchval(
+        "INSERT INTO customers (account_number) VALUES ($1) RETURNING id",
+        f"erasetest{uuid.uuid4().hex[:8]}",
+    )
+    owner = await ctx.pool.fetchval(
+        "SELECT id FROM customers WHERE account_number = $1", person.account
+    )
+    # The person's own number asked, and the same number given by an event as another's.
+    for customer_id in (owner, other):
+        await ctx.pool.execute(
+            "INSERT INTO number_confirmations (customer_id, phone, phone_index, status,"
+            " reference, template_id, expires_at) VALUES ($1, $2, $3, 'requested', $4,"
+            " 'tpl_confirm_number', now() + interval '1 day')",
+            customer_id, sealed, index, f"number-confirmation:{uuid.uuid4().hex}",
+        )  # fmt: skip
+    subject = erasure.subject_of("phone", person.national, ctx.keys, "NG")
+    await erasure.erase(ctx, siteti, subject, requested_by="erasetest", policy=FAST)
+    left = await ctx.pool.fetchval(
+        "SELECT count(*) FROM number_confirmations WHERE phone_index = $1", index
+    )
+    assert left == 0
+    assert await ctx.pool.fetchval("SELECT count(*) FROM customers WHERE id = $1", other) == 1

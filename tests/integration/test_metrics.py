@@ -339,13 +339,15 @@ async def test_a_failed_read_is_counted_and_the_other_gauges_still_refresh(
 # --- deliveries and provider times --------------------------------------------------------
 
 
-async def post_receipt(url: str, event_id: str, created_at: datetime, **data: str) -> None:
+async def post_receipt(
+    url: str, event_id: str, created_at: datetime, kind: str = "delivered", **data: str
+) -> None:
     body = orjson.dumps(
         {
             "id": event_id,
-            "type": "message.delivered",
+            "type": f"message.{kind}",
             "created_at": created_at.isoformat().replace("+00:00", "Z"),
-            "data": {"status": "delivered", "to": "2348031234567", **data},
+            "data": {"status": kind, "to": "2348031234567", **data},
         }
     )
     signature = sign_siteti_webhook([SITETI_SECRET], int(time.time()), body)
@@ -356,24 +358,20 @@ async def post_receipt(url: str, event_id: str, created_at: datetime, **data: st
     assert response.status_code == 200, response.text
 
 
-async def test_a_delivery_is_counted_once_and_timed_from_the_dispatched_audit_row(
+async def test_a_delivery_is_counted_once_per_message_and_timed_from_its_acceptance(
     pg_pool: asyncpg.Pool, receipts_url: str
 ) -> None:
     reference = f"moniepoint:METRICS-{uuid.uuid4().hex[:10]}"
-    message_id = f"msg_{uuid.uuid4().hex[:12]}"
+    message_id, read_first = (f"msg_{uuid.uuid4().hex[:12]}" for _ in range(2))
     sent_at = datetime(2026, 2, 1, 9, 0, 0, tzinfo=UTC)
+    # As the dispatcher records an accepted message (dispatcher.sent), one for each.
     await pg_pool.execute(
-        "INSERT INTO audit_log (reference, stage, source, occurred_at, detail) VALUES"
-        " ($1, 'dispatched', 'dispatcher', $2, jsonb_build_object('message_id', $3::text)),"
-        # A replayed trigger recorded later: the first acceptance is the send time.
-        " ($1, 'dispatched', 'dispatcher', $2 + interval '5 seconds',"
-        "  jsonb_build_object('message_id', $3::text)),"
-        # Another message of the same reference (a failed attempt's notice): not this one.
-        " ($1, 'dispatched', 'dispatcher', $2 - interval '1 hour',"
-        "  jsonb_build_object('message_id', 'msg_other'))",
+        "INSERT INTO sent_messages (message_id, reference, accepted_at)"
+        " VALUES ($1, $3, $4), ($2, $3, $4)",
+        message_id,
+        read_first,
         reference,
         sent_at,
-        message_id,
     )
     count, total = "bridge_send_to_delivered_seconds_count", "bridge_send_to_delivered_seconds_sum"
     delivered = "bridge_messages_delivered_total"
@@ -383,20 +381,42 @@ async def test_a_delivery_is_counted_once_and_timed_from_the_dispatched_audit_ro
     at = sent_at + timedelta(seconds=42)
     await post_receipt(receipts_url, event_id, at, reference=reference, message_id=message_id)
     await post_receipt(receipts_url, event_id, at, reference=reference, message_id=message_id)
-    # A delivery with no dispatched row (another system's message): counted, not timed.
+    # The same delivery reported again under another event id: the state does not move.
+    await post_receipt(
+        receipts_url, f"evt_{uuid.uuid4().hex}", at, reference=reference, message_id=message_id
+    )
+    # Read before delivered: delivered once, when the read came; the delivered adds nothing.
+    for kind in ("read", "delivered"):
+        await post_receipt(
+            receipts_url,
+            f"evt_{uuid.uuid4().hex}",
+            at,
+            kind,
+            reference=reference,
+            message_id=read_first,
+        )
+    # A delivery of a message not recorded (another system's): counted, not timed.
     await post_receipt(
         receipts_url, f"evt_{uuid.uuid4().hex}", at, reference=reference, message_id="msg_unknown"
     )
     after = await scrape(receipts_url)
 
-    assert value(after, delivered) - value(before, delivered) == 2
-    assert value(after, count) - value(before, count) == 1
-    assert value(after, total) - value(before, total) == pytest.approx(42)
+    assert value(after, delivered) - value(before, delivered) == 3
+    assert value(after, count) - value(before, count) == 2
+    assert value(after, total) - value(before, total) == pytest.approx(84)
     assert (
         value(after, "bridge_send_to_delivered_seconds_bucket", le="60.0")
         - value(before, "bridge_send_to_delivered_seconds_bucket", le="60.0")
-        == 1
+        == 2
     )
+    states = await pg_pool.fetch(
+        "SELECT message_id, state FROM sent_messages WHERE reference = $1", reference
+    )
+    assert {r["message_id"]: r["state"] for r in states} == {
+        message_id: "delivered",
+        read_first: "read",
+        "msg_unknown": "delivered",
+    }
 
 
 async def test_ingest_times_an_event_from_the_providers_own_timestamp(ingest_url: str) -> None:

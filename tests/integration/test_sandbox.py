@@ -625,7 +625,7 @@ async def test_reset_clears_everything(api: Api, hooks: Receiver) -> None:
     assert await api.control("GET", "/failures") == []
     assert (await api.control("GET", "/config"))["rate_limit_per_minute"] == 60
     templates = {t["id"]: t["status"] for t in await api.control("GET", "/templates")}
-    assert len(templates) == 8
+    assert len(templates) == 9  # the eight payment templates and tpl_confirm_number
     assert set(templates.values()) == {"APPROVED"}
     # The idempotency store is empty again: the same key runs for real.
     again = await api.call("PUT", "/contacts", {"phone": PHONE}, idempotency_key="r-1")

@@ -27,6 +27,7 @@ from bridge.events import (
     EventData,
     new_event,
 )
+from bridge.inbound import MODELS as INBOUND_MODELS
 from ingest.providers import PROVIDERS
 from ingest.providers.base import WebhookRequest
 from ingest.providers.moniepoint import Moniepoint
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 DOCS = ROOT / "docs" / "events.md"
 EXAMPLE = ROOT / "docs" / "examples" / "consumer.py"
+URN = "urn:siteti-bridge:schema:"
 
 
 def load_generator() -> ModuleType:
@@ -85,8 +87,9 @@ def minimal(event_type: str, **changes: Any) -> CanonicalEvent:
 
 
 def test_every_event_type_has_a_schema() -> None:
+    # And the replies and conversations topics' events (bridge.inbound; test_inbound_topics).
     on_disk = {p.stem for p in (SCHEMAS / f"v{SCHEMA_VERSION}").glob("*.json")}
-    assert on_disk == set(EVENT_TYPES)
+    assert on_disk == set(EVENT_TYPES) | set(INBOUND_MODELS)
 
 
 def test_committed_schemas_equal_the_generator_output() -> None:
@@ -323,11 +326,23 @@ def test_docs_cover_every_event_type() -> None:
 
 def test_docs_example_events_validate() -> None:
     events = [json.loads(block) for block in doc_blocks("json")]
-    canonical = [e for e in events if "specversion" in e]
+    canonical = [e for e in events if e.get("type") in EVENT_TYPES]
     assert len(canonical) >= 2
     for document in canonical:
         assert errors(document) == []
         CanonicalEvent.model_validate(document)
+
+
+def test_docs_example_replies_and_conversations_validate() -> None:
+    documents = [json.loads(block) for block in doc_blocks("json")]
+    found = {}
+    for document in documents:
+        name = document.get("dataschema", "").removeprefix(URN).rpartition(":")[0]
+        if name in INBOUND_MODELS:
+            assert errors(document, name) == []
+            INBOUND_MODELS[name].model_validate(document)
+            found[name] = document
+    assert set(found) == set(INBOUND_MODELS)
 
 
 def test_docs_topics_match_the_code() -> None:

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.lanes import Lanes
+from dispatcher.lanes import Lanes, idle
 
 
 async def test_one_keys_items_run_in_order_never_concurrently() -> None:
@@ -120,6 +120,36 @@ async def test_drain_cancels_what_overruns_the_grace() -> None:
     await asyncio.sleep(0.01)
     await lanes.drain(grace_seconds=0.05)
     assert cancelled.is_set()
+
+
+async def test_an_item_waiting_idle_lends_its_turn_but_keeps_its_keys_place() -> None:
+    """Issue 12 (pacing): a customer waiting for its number's slot holds up nobody else."""
+    released = asyncio.Event()
+    order: list[str] = []
+
+    async def handle(item: str) -> None:
+        if item == "paced-1":
+            async with idle():
+                await released.wait()
+        order.append(item)
+
+    lanes: Lanes[str] = Lanes(1, handle)  # a single turn: only lending it lets others run
+    await lanes.submit("paced", "paced-1", lambda: None)
+    await lanes.submit("paced", "paced-2", lambda: None)
+    for n in range(3):
+        await lanes.submit(f"other-{n}", f"other-{n}", lambda: None)
+    await _until(lambda: len(order) == 3)
+    assert sorted(order) == ["other-0", "other-1", "other-2"]  # paced-2 waits behind paced-1
+    released.set()
+    await _until(lambda: len(order) == 5)
+    assert order[3:] == ["paced-1", "paced-2"]
+    await lanes.drain(1)
+
+
+async def test_idle_outside_a_lane_just_runs_the_body() -> None:
+    async with idle():
+        ran = True
+    assert ran
 
 
 @settings(max_examples=60, deadline=None)

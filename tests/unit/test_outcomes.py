@@ -11,13 +11,17 @@ from dispatcher.outcomes import (
     MISSING_CONTACT,
     NO_RULE,
     SITETI_UNAVAILABLE,
+    SUSPECTED_DOUBLE_FIRE,
     TEMPLATE_NOT_APPROVED,
+    TEMPLATE_REJECTED,
     UNPROCESSABLE,
     DeadLettered,
     Duplicate,
     MissingContact,
     NoRule,
     Sent,
+    SuspectedDoubleFire,
+    TemplateRejected,
     Unprocessable,
     dead_letter_for,
 )
@@ -69,6 +73,30 @@ def test_a_template_not_approved_waits_for_approval() -> None:
     assert dead == DeadLettered(
         TEMPLATE_NOT_APPROVED, "pending", "tpl_x is PENDING", template_id="tpl_x"
     )
+
+
+def test_a_rejected_template_goes_to_a_person_instead_of_waiting_forever() -> None:
+    """Issue 12: at the trigger (Siteti says REJECTED) and from the retrier's poll alike."""
+    error = SitetiError(
+        422, TEMPLATE_NOT_APPROVED, "not approved", detail={"template_status": "REJECTED"}
+    )
+    expected = DeadLettered(
+        TEMPLATE_REJECTED, "manual_review", "tpl_x is REJECTED", template_id="tpl_x"
+    )
+    assert dead_letter_for(error, policy=POLICY, template_id="tpl_x") == expected
+    assert dead_letter_for(TemplateRejected("tpl_x"), policy=POLICY, template_id="tpl_x") == (
+        expected
+    )
+
+
+def test_a_suspected_double_fire_waits_for_a_person_naming_the_first_event() -> None:
+    dead = dead_letter_for(SuspectedDoubleFire("evt-1", "moniepoint:TX-1"), policy=POLICY)
+    assert (dead.reason, dead.status, dead.retry_in) == (
+        SUSPECTED_DOUBLE_FIRE,
+        "manual_review",
+        None,
+    )
+    assert "moniepoint:TX-1" in dead.error and "evt-1" in dead.error
 
 
 @pytest.mark.parametrize("code", ["invalid_phone", "template_not_found", "validation_error"])

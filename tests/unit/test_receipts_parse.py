@@ -228,10 +228,23 @@ def test_unknown_type_is_its_own_error() -> None:
         (["received", "dispatched", "sent", "failed"], "failed"),
         (["received", "dispatched", "failed", "sent"], "failed"),
         (["received", "dispatched", "failed", "sent", "delivered"], "delivered"),
-        (["received", "dispatched", "delivered", "failed"], "failed"),
+        # A failure after delivery is stale: the phone has the message (issue 12).
+        (["received", "dispatched", "delivered", "failed"], "delivered"),
+        (["received", "dispatched", "read", "delivered"], "read"),
         (["conversation"], "conversation"),
         (["conversation", "replied"], "replied"),
     ],
 )
 def test_summary(stages: list[str], status: str | None) -> None:
     assert summarize(stages) == status
+
+
+def test_summary_follows_each_message() -> None:
+    # WhatsApp refused the first message; the re-send is on its way, then delivered.
+    stages = ["received", "dispatched", "sent", "failed", "dead_lettered", "retried", "dispatched"]
+    ids = [None, "msg_a", "msg_a", "msg_a", None, None, "msg_b"]
+    assert summarize(stages, ids) == "dispatched"
+    assert summarize([*stages, "sent"], [*ids, "msg_b"]) == "sent"
+    assert summarize([*stages, "delivered", "sent"], [*ids, "msg_b", "msg_a"]) == "delivered"
+    # Not re-sent (manual review): the reference's message failed.
+    assert summarize(stages[:5], ids[:5]) == "failed"

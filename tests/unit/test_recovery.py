@@ -216,3 +216,12 @@ def test_the_backoff_grows_with_each_retry_of_an_entry() -> None:
         waits.append(after.wait.total_seconds())
         entry = replace(entry, retry_count=after.retry_count)
     assert waits == [60, 120, 240, 480]
+
+
+def test_a_retry_that_still_waits_for_a_number_confirmation_is_no_failed_attempt() -> None:
+    entry = _entry(reason="awaiting_number_confirmation", retry_count=3)
+    after = dlq.after_retry(
+        entry, reason="awaiting_number_confirmation", status="pending", max_retries=3
+    )
+    # Not counted, not failed, and no backoff: it keeps the request's expiry (wait None).
+    assert after == dlq.AfterRetry(3, 0, "pending", None)

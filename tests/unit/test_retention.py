@@ -35,7 +35,11 @@ def test_each_table_is_judged_by_its_own_time_and_only_settled_rows_go() -> None
         "siteti_webhook_events": "received_at",
         "filedrop_files": "finished_at",
         "poller_tracking": "updated_at",
+        "number_confirmations": "requested_at",
+        "sent_messages": "updated_at",
+        "flagged_numbers": "flagged_at",
     }
+    assert by_table["number_confirmations"].settled == "status <> 'requested'"
     assert by_table["dead_letters"].settled == "status IN ('completed', 'failed')"
     assert by_table["filedrop_files"].settled == "status IN ('processed', 'failed')"
     assert by_table["poller_tracking"].settled == "status IN ('emitted', 'failed')"

@@ -17,6 +17,7 @@ import faust
 from bridge.audit import relay_outbox
 from bridge.config import Settings, get_settings
 from bridge.edge import Readiness
+from bridge.events import REPLIES_TOPIC
 from bridge.kafka import client_options, faust_credentials
 from bridge.logs import get_logger, logging_config
 from bridge.metrics import render
@@ -28,6 +29,7 @@ from .lanes import Lanes
 from .offsets import OffsetLedger
 from .records import Work, read, settle
 from .recovery import Retrier
+from .replies import Replies
 from .retention import run_periodically
 from .runtime import Runtime, build_runtime, shared_governor
 
@@ -78,6 +80,7 @@ app = faust.App(
     Worker=Worker,
 )
 events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
+replies_topic = app.topic(REPLIES_TOPIC.name, key_type=bytes, value_type=bytes)
 
 
 _runtime: Runtime | None = None
@@ -180,6 +183,14 @@ async def dispatch(stream: AsyncIterable[Any]) -> None:
     finally:
         grace = settings.dispatcher_shutdown_grace_seconds
         await asyncio.gather(*(pool.drain(grace) for pool in lanes.values()))
+
+
+@app.agent(replies_topic)
+async def confirm_numbers(stream: AsyncIterable[Any]) -> None:
+    """Customers' replies that answer a number confirmation (replies.py), one at a time."""
+    replies = Replies((await runtime()).dispatcher)
+    async for value in stream:
+        await replies.handle(value)
 
 
 @app.page("/healthz")

@@ -18,3 +18,5 @@ class CustomerRecord:
     tier: str
     late_payments: int
     contact_id: str | None
+    # False: `phone` is a candidate the customer has not confirmed (dispatcher.confirmation).
+    phone_confirmed: bool = True

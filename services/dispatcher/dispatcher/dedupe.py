@@ -96,11 +96,13 @@ class Dedupe:
     async def park(self, dedupe_key: str, owner: str) -> None:
         await self._set_if_owner(keys=[self.key(dedupe_key)], args=[owner, PARKED, self._ttl])
 
-    async def take_parked(self, dedupe_key: str, owner: str) -> bool:
-        """The dead-letter retrier takes a parked event back under its own lease."""
-        taken = await self._set_if_owner(
-            keys=[self.key(dedupe_key)], args=[PARKED, owner, self._lease_ms // 1000 or 1]
-        )
+    async def take_parked(self, dedupe_key: str, owner: str, *, sent: bool = False) -> bool:
+        """The dead-letter retrier takes a parked event back under its own lease. `sent`:
+        the event's message went out and WhatsApp refused it, so "done" is taken back too."""
+        lease = self._lease_ms // 1000 or 1
+        taken = await self._set_if_owner(keys=[self.key(dedupe_key)], args=[PARKED, owner, lease])
+        if not taken and sent:
+            taken = await self._set_if_owner(keys=[self.key(dedupe_key)], args=[DONE, owner, lease])
         if taken:
             return True
         # Parked long ago (the key expired) or never parked: reserve as usual.

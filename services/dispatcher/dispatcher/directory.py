@@ -18,7 +18,9 @@ from bridge.protect import DataKeys, Kind, customer_key
 
 from .customers import TIERS, CustomerRecord
 
-_COLUMNS = "id, account_number, email, phone, name, tier, late_payments, contact_id"
+_COLUMNS = (
+    "id, account_number, email, phone, name, tier, late_payments, contact_id, phone_confirmed"
+)
 _CACHE = "bridge:customer"
 _SEALED: tuple[Kind, ...] = ("phone", "email", "name")
 
@@ -95,8 +97,7 @@ class Directory:
             if row is not None:
                 await self._redis.set(cache_key, orjson.dumps(dict(row)), ex=self._ttl)
                 return _opened(row, self._keys)
-        given = self._keys.open(customer.phone, "phone") if customer.phone else None
-        phone = to_siteti(given, self._region, trusted=True)
+        phone = self.supplied_phone(customer)
         if phone is None:
             return None
         # Sources that give the number (WasaaPay, Open Market): the directory may still know more.
@@ -109,6 +110,32 @@ class Directory:
         return CustomerRecord(
             None, None, customer.email, phone, customer.name, "first_time", 0, None
         )
+
+    def supplied_phone(self, customer: Customer) -> str | None:
+        """The number the event itself gives (WasaaPay, Open Market), in Siteti's form."""
+        given = self._keys.open(customer.phone, "phone") if customer.phone else None
+        return to_siteti(given, self._region, trusted=True)
+
+    def sealed_phone(self, phone: str) -> tuple[str, str]:
+        """A number as stored: sealed, and its keyed hash."""
+        return self._keys.seal(phone, "phone"), self._keys.phone_index(phone)
+
+    def phone_index(self, phone: str) -> str:
+        """A number's keyed hash (what flagged numbers and sent messages are kept by)."""
+        return self._keys.phone_index(phone)
+
+    async def mark_confirmed(
+        self, conn: asyncpg.Connection, customer_id: int, phone: str, phone_index: str
+    ) -> list[str]:
+        """The customer confirmed `phone` (sealed) as theirs: it becomes their confirmed number
+        when they have none or it is the one they have. Returns the cache keys to drop once the
+        caller's transaction is committed (none when the directory has another number now)."""
+        row = await conn.fetchrow(_CONFIRM, customer_id, phone, phone_index)
+        return cache_keys(row["account_number"], row["email_index"]) if row else []
+
+    async def drop_cached(self, keys: list[str]) -> None:
+        if keys:
+            await self._redis.delete(*keys)
 
     async def remember_contact(self, record: CustomerRecord, contact_id: str) -> None:
         if record.id is None:
@@ -125,6 +152,20 @@ class Directory:
         stale = cache_keys(record.account_number, email_index)
         if stale:
             await self._redis.delete(*stale)
+
+
+# A number the customer confirmed; a number the directory lacked is filled in (and the Siteti
+# contact, upserted without it, is upserted again).
+_CONFIRM = """
+UPDATE customers SET
+  phone = COALESCE(phone, $2), phone_index = COALESCE(phone_index, $3),
+  contact_id = CASE WHEN phone IS NULL THEN NULL ELSE contact_id END,
+  phone_confirmed = true, updated_at = now()
+WHERE id = $1 AND (phone IS NULL OR phone_index = $3)
+RETURNING account_number, email_index
+"""
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 @dataclass
@@ -188,6 +229,10 @@ def parse_row(row: dict[str, str], region: str) -> tuple[dict[str, object] | Non
     late_text = (row.get("late_payments") or "0").strip() or "0"
     if not late_text.isdigit():
         return None, "late_payments must be a whole number"
+    # Absent or empty: confirmed (the directory's numbers are, unless it says otherwise).
+    confirmed_text = (row.get("phone_confirmed") or "").strip().lower() or "true"
+    if confirmed_text not in _TRUE + _FALSE:
+        return None, "phone_confirmed must be true or false (yes/no, 1/0)"
     return {
         "account_number": account,
         "email": email,
@@ -195,6 +240,7 @@ def parse_row(row: dict[str, str], region: str) -> tuple[dict[str, object] | Non
         "name": (row.get("name") or "").strip() or None,
         "tier": tier,
         "late_payments": int(late_text),
+        "phone_confirmed": confirmed_text in _TRUE,
     }, None
 
 
@@ -211,6 +257,7 @@ def sealed_row(values: Mapping[str, Any], keys: DataKeys) -> dict[str, Any]:
         "name": keys.seal(name, "name") if name else None,
         "tier": values["tier"],
         "late_payments": values["late_payments"],
+        "phone_confirmed": values["phone_confirmed"],
     }
 
 
@@ -218,12 +265,14 @@ def sealed_row(values: Mapping[str, Any], keys: DataKeys) -> dict[str, Any]:
 # xmax is 0 only on a row this statement inserted (an update locks the row it replaces).
 _UPSERT_BY_ACCOUNT = """
 INSERT INTO customers
-  (account_number, email, email_index, phone, phone_index, name, tier, late_payments)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+  (account_number, email, email_index, phone, phone_index, name, tier, late_payments,
+   phone_confirmed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (account_number) DO UPDATE SET
   email = EXCLUDED.email, email_index = EXCLUDED.email_index, phone = EXCLUDED.phone,
   phone_index = EXCLUDED.phone_index, name = EXCLUDED.name, tier = EXCLUDED.tier,
   late_payments = EXCLUDED.late_payments,
+  phone_confirmed = EXCLUDED.phone_confirmed,
   contact_id = CASE WHEN customers.phone_index IS DISTINCT FROM EXCLUDED.phone_index THEN NULL
                     ELSE customers.contact_id END,
   updated_at = now()

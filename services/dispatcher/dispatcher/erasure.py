@@ -14,16 +14,16 @@ The customer's rows are found by keyed hash (`customer_hash`: the events' Kafka 
 identifier the directory knows for them, then by the references of those rows (receipts'
 audit rows carry only a reference). One `erasures` row logs each request: who, when, and
 what went, as counts and keyed hashes only. It stays `pending` until Siteti confirmed every
-contact's deletion (404 counts: already gone); `retry_pending` runs on the retrier's schedule.
+contact's deletion (404 counts: already gone); `erasure_contacts.retry_pending` runs on the
+retrier's schedule.
 A second erasure of the same subject finds nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,19 +39,18 @@ from bridge.protect import DataKeys, SealError, data_keys
 from bridge.retry import RetryPolicy
 from ingest.sources.filedrop_reader import FiledropConfig
 
+from .confirmation_requests import FORGET_CANDIDATE
 from .dedupe import Dedupe
 from .directory import cache_keys
+from .erasure_contacts import CLAIM_LEASE, attempt
 from .erasure_files import FileRewrite, Wanted, find_rewrites, rewrite
-from .siteti import SitetiClient, SitetiError
+from .sent import forget_sent
+from .siteti import SitetiClient
 
 log = get_logger("dispatcher.erasure")
 
 SubjectKind = Literal["account", "phone"]
 ERASED: dict[str, Any] = {"erased": True}  # what a scrubbed audit row's detail becomes
-# Between attempts at a pending erasure's Siteti deletions: never gives up (it stays pending).
-ERASURE_BACKOFF = RetryPolicy(base_seconds=60, factor=2, max_seconds=3600, max_retries=0)
-# While one process deletes contacts, the others leave the erasure alone this long.
-CLAIM_LEASE = timedelta(minutes=5)
 
 
 class SubjectError(ValueError):
@@ -310,11 +309,14 @@ async def apply(ctx: Context, p: Plan, requested_by: str) -> int:
             CLAIM_LEASE,  # this process tries Siteti first; the retrier after the lease
         )
         await conn.execute("DELETE FROM customers WHERE id = ANY($1::bigint[])", p.customer_ids)
+        # Requests go with their customer (ON DELETE CASCADE); a candidate number by its hash.
+        await conn.execute(FORGET_CANDIDATE, p.subject_hash, p.subject_kind)
         await conn.execute("DELETE FROM dead_letters WHERE id = ANY($1::bigint[])", p.dead_letters)
         await conn.execute(
             "UPDATE audit_log SET detail = $2 WHERE id = ANY($1::bigint[])", p.audit_rows, ERASED
         )
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", p.outbox_rows)
+        await forget_sent(conn, p.removed["customer_hashes"])
     if p.redis_keys:
         await ctx.redis.delete(*p.redis_keys)
     for change in p.files:
@@ -322,100 +324,6 @@ async def apply(ctx: Context, p: Plan, requested_by: str) -> int:
     counts = {k: v for k, v in p.removed.items() if k != "customer_hashes"}
     log.info("erasure_applied", id=erasure_id, kind=p.subject_kind, by=requested_by, **counts)
     return erasure_id
-
-
-# --- Siteti's deletions -----------------------------------------------------------------------
-
-
-async def _delete_one(siteti: SitetiClient, contact_id: str, policy: RetryPolicy) -> None:
-    for retry in range(policy.max_retries + 1):
-        try:
-            await siteti.delete_contact(contact_id)
-            return
-        except SitetiError as exc:
-            if exc.status == 404:
-                return  # deleted already (an earlier attempt whose answer was lost)
-            if not exc.transient or retry >= policy.max_retries:
-                raise
-            await asyncio.sleep(exc.retry_after or policy.delay(retry))
-
-
-async def delete_contacts(
-    siteti: SitetiClient, contact_ids: Sequence[str], policy: RetryPolicy
-) -> tuple[list[str], str | None]:
-    """(the contacts still to delete, the last error) after trying each under `policy`."""
-    left: list[str] = []
-    error: str | None = None
-    for contact_id in contact_ids:
-        try:
-            await _delete_one(siteti, contact_id, policy)
-        except SitetiError as exc:
-            left.append(contact_id)
-            error = f"{exc.status or 'no answer'} {exc.code}"
-    return left, error
-
-
-async def attempt(
-    pool: asyncpg.Pool,
-    siteti: SitetiClient,
-    erasure_id: int,
-    contact_ids: Sequence[str],
-    attempts: int,
-    *,
-    policy: RetryPolicy,
-    backoff: RetryPolicy = ERASURE_BACKOFF,
-) -> list[str]:
-    """Delete the erasure's contacts and record the outcome; returns the contacts left
-    (none: the erasure is done)."""
-    left, error = await delete_contacts(siteti, contact_ids, policy)
-    status = "pending" if left else "done"
-    await pool.execute(
-        "UPDATE erasures SET status = $2, contact_ids = $3, attempts = attempts + 1,"
-        " last_error = $4, next_attempt_at = CASE WHEN $2 = 'pending' THEN now() + $5 END,"
-        " completed_at = CASE WHEN $2 = 'done' THEN now() END, updated_at = now() WHERE id = $1",
-        erasure_id,
-        status,
-        left,
-        error,
-        timedelta(seconds=backoff.delay(attempts)),
-    )
-    log.info("erasure_siteti", id=erasure_id, status=status, left=len(left), error=error)
-    return left
-
-
-_CLAIM_DUE = """
-UPDATE erasures SET next_attempt_at = now() + $2::interval, updated_at = now()
- WHERE id IN (SELECT id FROM erasures
-               WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-               ORDER BY next_attempt_at NULLS FIRST, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, contact_ids, attempts
-"""
-
-
-async def retry_pending(
-    pool: asyncpg.Pool,
-    siteti: SitetiClient,
-    *,
-    policy: RetryPolicy,
-    backoff: RetryPolicy = ERASURE_BACKOFF,
-    limit: int = 20,
-) -> dict[int, str]:
-    """Retry the due pending erasures' Siteti deletions (claimed for `CLAIM_LEASE`, so one
-    worker each across instances); {erasure id: status}."""
-    claimed = await pool.fetch(_CLAIM_DUE, limit, CLAIM_LEASE)
-    outcomes: dict[int, str] = {}
-    for row in claimed:
-        left = await attempt(
-            pool,
-            siteti,
-            row["id"],
-            row["contact_ids"],
-            row["attempts"],
-            policy=policy,
-            backoff=backoff,
-        )
-        outcomes[row["id"]] = "pending" if left else "done"
-    return outcomes
 
 
 # --- the whole request ------------------------------------------------------------------------

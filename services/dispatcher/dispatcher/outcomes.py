@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, get_args
 
+from bridge.failure_codes import AFTER_SEND_REASONS
 from bridge.retry import RetryPolicy
 
 from .siteti import SitetiError
@@ -23,9 +24,31 @@ MISSING_CONTACT = "missing_contact"  # manual_review: fix the directory, then re
 NO_RULE = "no_template_rule"  # manual_review: add a rule
 SITETI_UNAVAILABLE = "siteti_unavailable"  # pending: the retrier tries again
 TEMPLATE_NOT_APPROVED = "template_not_approved"  # pending: retried once Siteti approves it
+# manual_review: Siteti says the template is REJECTED (at the trigger, or when the retrier
+# polls it): fix or replace the template (or the rule), then retry.
+TEMPLATE_REJECTED = "template_rejected"
+# manual_review: a second event for money already announced (dispatcher.doublefire), not
+# sent; retry it if it was a genuine second payment (retries skip the check), else close it.
+SUSPECTED_DOUBLE_FIRE = "suspected_double_fire"
 # manual_review: not a canonical event, or one that failed the same way every attempt (a
 # bug); a person reads the error and the payload, then closes it or retries after a fix.
 UNPROCESSABLE = "unprocessable"
+# Number confirmation (dispatcher.confirmation). pending: a confirmation template went to the
+# candidate number; the customer's reply releases the event (sent, in order) or declines it;
+# the retrier takes it when NUMBER_CONFIRMATION_TIMEOUT has passed without a reply.
+AWAITING_NUMBER_CONFIRMATION = "awaiting_number_confirmation"
+NUMBER_DECLINED = "number_declined"  # manual_review: the candidate said it is not theirs
+NUMBER_CONFIRMATION_TIMEOUT = "number_confirmation_timeout"  # manual_review: no reply in time
+# manual_review: the number is flagged (a message to it failed with a WhatsApp code whose
+# action is `flag`, 131026 by default): nothing sent. An operator's retry lifts the flag and
+# sends (fix the number in the directory first when it is wrong).
+NUMBER_FLAGGED = "number_flagged"
+# Written by receipts, for messages Siteti accepted and WhatsApp then refused, one reason per
+# code (bridge.failure_codes.REASONS: whatsapp_undeliverable, whatsapp_window_closed,
+# whatsapp_spam_limit, whatsapp_ecosystem_limit, whatsapp_rate_limit, whatsapp_pair_limit,
+# whatsapp_failed). pending: the retrier sends again under a new Idempotency-Key when due;
+# manual_review: a person decides (an operator's retry sends again).
+WHATSAPP_REASONS = AFTER_SEND_REASONS
 # Any other Siteti refusal is dead-lettered for manual review under Siteti's own error code.
 
 
@@ -83,7 +106,35 @@ class Unprocessable:
     error: str  # what failed, the same way, every attempt
 
 
-Failure = MissingContact | NoRule | Unprocessable | SitetiError
+@dataclass(frozen=True)
+class Unconfirmed:
+    """The customer's number is a candidate they have not confirmed (dispatcher.confirmation)."""
+
+    state: Literal["waiting", "declined", "timeout", "no_rule"]
+    detail: str
+    wait: timedelta | None = None  # waiting: until the request expires
+
+
+@dataclass(frozen=True)
+class SuspectedDoubleFire:
+    first_event_id: str  # the event this one repeats, already sent or on its way
+    first_reference: str
+
+
+@dataclass(frozen=True)
+class TemplateRejected:
+    template_id: str  # Siteti answered REJECTED when the retrier asked about it
+
+
+Failure = (
+    MissingContact
+    | NoRule
+    | Unprocessable
+    | Unconfirmed
+    | SuspectedDoubleFire
+    | TemplateRejected
+    | SitetiError
+)
 
 
 def dead_letter_for(
@@ -101,6 +152,26 @@ def dead_letter_for(
         return DeadLettered(NO_RULE, "manual_review", failure.detail)
     if isinstance(failure, Unprocessable):
         return DeadLettered(UNPROCESSABLE, "manual_review", failure.error)
+    if isinstance(failure, Unconfirmed):
+        reason = {
+            "waiting": AWAITING_NUMBER_CONFIRMATION,
+            "declined": NUMBER_DECLINED,
+            "timeout": NUMBER_CONFIRMATION_TIMEOUT,
+            "no_rule": MISSING_CONTACT,  # nothing to ask with: as if there were no number
+        }[failure.state]
+        waiting = failure.state == "waiting"
+        return DeadLettered(
+            reason, "pending" if waiting else "manual_review", failure.detail, failure.wait
+        )
+    if isinstance(failure, SuspectedDoubleFire):
+        return DeadLettered(
+            SUSPECTED_DOUBLE_FIRE,
+            "manual_review",
+            f"suspected double-fire of {failure.first_reference} (event {failure.first_event_id});"
+            " retry to send it anyway",
+        )
+    if isinstance(failure, TemplateRejected):
+        return _rejected(failure.template_id)
     if failure.transient:
         # The pipeline's own retries are spent: the retrier tries again after the longest
         # backoff the policy allows.
@@ -113,7 +184,15 @@ def dead_letter_for(
         )
     if failure.code == TEMPLATE_NOT_APPROVED:
         status = failure.detail.get("template_status", "not approved")
+        if status == "REJECTED":  # waiting would be forever
+            return _rejected(template_id)
         return DeadLettered(
             TEMPLATE_NOT_APPROVED, "pending", f"{template_id} is {status}", template_id=template_id
         )
     return DeadLettered(failure.code, "manual_review", str(failure), template_id=template_id)
+
+
+def _rejected(template_id: str | None) -> DeadLettered:
+    return DeadLettered(
+        TEMPLATE_REJECTED, "manual_review", f"{template_id} is REJECTED", template_id=template_id
+    )

@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import asyncpg
@@ -23,9 +22,12 @@ from bridge.metrics import EVENT_TO_SEND, EVENTS_PROCESSED, MESSAGES_SENT
 from bridge.retry import RetryPolicy
 
 from . import dlq
+from .confirmation import candidate_number
+from .confirmation_requests import ask_to_confirm
 from .customers import CustomerRecord
 from .dedupe import Dedupe
 from .directory import Directory
+from .doublefire import DoubleFires
 from .outcomes import (
     UNPROCESSABLE,
     DeadLettered,
@@ -35,10 +37,13 @@ from .outcomes import (
     NoRule,
     Outcome,
     Sent,
+    SuspectedDoubleFire,
     Unprocessable,
     dead_letter_for,
 )
+from .pacing import Pacer, paced
 from .rules import Choice, MissingVariable, NoRuleMatched, RuleSet, choose
+from .sent import held_for_review, record_dispatched
 from .siteti import SitetiClient, SitetiError
 
 log = get_logger("dispatcher")
@@ -67,6 +72,14 @@ class Dispatcher:
     # Bumped by the dead-letter store when Siteti definitely refused a trigger (its stored
     # answer for the old key would be replayed for 24 h); 0 is the event's own key.
     key_generation: int = 0
+    # Issue 12: per-number pacing and the double-fire check; None = off (tests that build
+    # the pipeline by hand). build_dispatcher sets both from the settings.
+    pacer: Pacer | None = None
+    double_fires: DoubleFires | None = None
+    # An operator's retry of an entry about a flagged number (dispatcher.sent): lift the flag.
+    lift_flag: bool = False
+    # How long an event waits for its customer to confirm a candidate number (confirmation.py).
+    number_confirmation_timeout: float = 86400.0
 
     async def handle(self, event: CanonicalEvent) -> Outcome:
         """Process one event from the events topic."""
@@ -95,6 +108,16 @@ class Dispatcher:
                 "trace_id": current_trace_id(),
             },
         )
+        # A provider's second event for the same money is held for review (doublefire.py);
+        # retries come through `deliver` and skip this.
+        if self.double_fires is not None:
+            first = await self.double_fires.check(
+                self.pool, event, self.directory.customer_hash(event)
+            )
+            if first is not None:
+                return await self._failed(
+                    event, SuspectedDoubleFire(first.event_id, first.reference)
+                )
         return await self.deliver(event)
 
     async def deliver(self, event: CanonicalEvent) -> Sent | DeadLettered:
@@ -105,8 +128,20 @@ class Dispatcher:
 
     async def _deliver(self, event: CanonicalEvent) -> Sent | DeadLettered:
         customer = await self._find_customer(event)
+        candidate = candidate_number(
+            customer, lambda: self.directory.supplied_phone(event.data.customer)
+        )
+        if customer is not None and candidate is not None:
+            # Nothing goes to a number its customer has not confirmed: ask it (confirmation.py).
+            return await ask_to_confirm(
+                self, event, customer, candidate, self._with_retries, self._failed
+            )
         if customer is None or customer.phone is None:
             return await self._failed(event, MissingContact(customer_found=customer is not None))
+        phone_index = self.directory.phone_index(customer.phone)
+        held = await held_for_review(self.pool, phone_index, lift=self.lift_flag)
+        if held is not None:
+            return await self._dead_letter(event, held)
         try:
             choice = choose(self.rules, event, customer)
         except (NoRuleMatched, MissingVariable) as exc:
@@ -114,24 +149,28 @@ class Dispatcher:
 
         try:
             contact_id = customer.contact_id or await self._upsert_contact(event, customer)
-            answer = await self._with_retries(
-                event,
-                lambda: self.siteti.trigger_template(
-                    choice.template_id,
-                    to=customer.phone or "",
-                    contact_id=contact_id,
-                    variables=choice.variables,
-                    reference=event.reference,
-                    idempotency_key=trigger_key(event.dedupe_key, self.key_generation),
-                    priority=event.priority,
-                ),
-            )
+            # One number's messages stay PAIR_MIN_INTERVAL_SECONDS apart (pacing.py).
+            async with paced(self.pacer, customer.phone):
+                answer = await self._with_retries(
+                    event,
+                    lambda: self.siteti.trigger_template(
+                        choice.template_id,
+                        to=customer.phone or "",
+                        contact_id=contact_id,
+                        variables=choice.variables,
+                        reference=event.reference,
+                        idempotency_key=trigger_key(event.dedupe_key, self.key_generation),
+                        priority=event.priority,
+                    ),
+                )
         except SitetiError as exc:
             return await self._failed(event, exc, template_id=choice.template_id)
 
         # Audited before the dedupe key says "done": if PostgreSQL fails in between, the
         # retry sends again under the same Idempotency-Key (a replay) and records it then.
-        await self._record_sent(event, choice, answer.status, answer.body, answer.replayed)
+        await self._record_sent(
+            event, choice, answer.status, answer.body, answer.replayed, phone_index
+        )
         await self.dedupe.confirm(event.dedupe_key)
         EVENT_TO_SEND.observe(max(0.0, time.time() - event.time.timestamp()))
         EVENTS_PROCESSED.labels(event.type, "sent").inc()
@@ -239,14 +278,15 @@ class Dispatcher:
         status: int,
         body: dict[str, object],
         replayed: bool,
+        phone_index: str,
     ) -> None:
-        await record_now(
+        await record_dispatched(
             self.pool,
-            reference=event.reference,
-            stage="dispatched",
-            source="dispatcher",
-            occurred_at=datetime.now(UTC),
+            event,
             customer_hash=self.directory.customer_hash(event),
+            phone_index=phone_index,
+            template_id=choice.template_id,
+            key_generation=self.key_generation,
             detail={
                 "type": event.type,
                 "rule": choice.rule,

@@ -31,9 +31,16 @@ from bridge.retry import RetryPolicy
 from bridge.tracing import continue_trace
 
 from . import dlq
-from .erasure import retry_pending
+from .erasure_contacts import retry_pending
 from .failures import is_dependency_outage
-from .outcomes import MISSING_CONTACT, Sent
+from .outcomes import (
+    MISSING_CONTACT,
+    NUMBER_FLAGGED,
+    WHATSAPP_REASONS,
+    Sent,
+    TemplateRejected,
+    dead_letter_for,
+)
 from .pipeline import Dispatcher
 from .siteti import SitetiError
 
@@ -70,10 +77,15 @@ NOT_AN_EVENT = RetryOutcome("not_retryable", "not_a_canonical_event")  # a raw r
 
 
 def for_entry(dispatcher: Dispatcher, entry: dlq.Entry) -> Dispatcher:
-    """The dispatcher a retry of `entry` uses: its trigger calls carry the entry's key."""
-    if entry.key_generation <= 0:
+    """The dispatcher a retry of `entry` uses: its trigger calls carry the entry's key; an
+    operator's retry of an entry about a flagged number (or one WhatsApp refused, taken from
+    manual review) lifts the number's flag."""
+    lift = entry.reason == NUMBER_FLAGGED or (
+        entry.reason in WHATSAPP_REASONS and entry.claimed_from == "manual_review"
+    )
+    if entry.key_generation <= 0 and not lift:
         return dispatcher
-    return replace(dispatcher, key_generation=entry.key_generation)
+    return replace(dispatcher, key_generation=entry.key_generation, lift_flag=lift)
 
 
 def with_owner(dispatcher: Dispatcher, suffix: str) -> Dispatcher:
@@ -127,7 +139,11 @@ async def retry_entry(
             )
             return NOT_AN_EVENT
 
-        if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner):
+        # An entry receipts wrote (WhatsApp refused a message Siteti accepted) finds its
+        # event "done": sending again is the point; the entry's new key generation makes it
+        # a new message rather than Siteti's replay of the refused one.
+        sent = entry.reason in WHATSAPP_REASONS
+        if not await dispatcher.dedupe.take_parked(entry.dedupe_key, owner, sent=sent):
             state = await dispatcher.dedupe.reserve(entry.dedupe_key, owner)
             if state == "done":
                 # Sent by an earlier attempt whose outcome was never written here.
@@ -156,7 +172,11 @@ async def retry_entry(
 
         if isinstance(delivered, Sent):
             outcome = SENT
-            updated = await dlq.mark(pool, entry.id, "completed", retried=True)
+            updated = await dlq.mark(
+                pool, entry.id, "completed", retried=True, only_from="processing"
+            )
+            # None: WhatsApp refused the new message already, and receipts stored that.
+            updated = updated or await dlq.get_entry(pool, entry.id)
         else:
             # `deliver` stored its new decision; the retry's bookkeeping goes on top of it.
             after = dlq.after_retry(
@@ -292,7 +312,8 @@ class Retrier:
 
     1. entries left `processing` for `stale_after` by a dead worker go back to the queue;
     2. `template_not_approved` entries: one `template_status` call per awaited template;
-       an APPROVED template's entries are retried;
+       an APPROVED template's entries are retried, a REJECTED one's go to manual review
+       (`template_rejected`);
     3. other due `pending` entries are retried (backoff `policy` between retries of one
        entry; after `max_retries` retries it is `failed`);
     4. `missing_contact` entries in manual review are retried once the customer directory
@@ -392,6 +413,8 @@ class Retrier:
                 log.warning("dlq_template_status_failed", template=template_id, error=str(exc))
                 continue
             report.templates_checked[template_id] = status
+            if status == "REJECTED":
+                await self._rejected(template_id, report)
             if status != "APPROVED":
                 continue
             entries = await dlq.claim_due(
@@ -402,6 +425,22 @@ class Retrier:
             )
             log.info("dlq_template_approved", template=template_id, entries=len(entries))
             await self._retry_all(entries, report)
+
+    async def _rejected(self, template_id: str, report: RoundReport) -> None:
+        """Waiting will not approve a rejected template: its entries go to manual review
+        (`template_rejected`), audited as dead-lettered again."""
+        entries = await dlq.claim_due(
+            self.pool, self.batch_size, providers=self.providers, template_id=template_id
+        )
+        dead = dead_letter_for(
+            TemplateRejected(template_id), policy=self.policy, template_id=template_id
+        )
+        for entry in entries:
+            event = CanonicalEvent.model_validate(entry.payload)
+            customer = self.dispatcher.directory.customer_hash(event)
+            await dlq.put(self.pool, event, dead, customer)
+            report.add(entry.id, dead.label)
+        log.info("dlq_template_rejected", template=template_id, entries=len(entries))
 
     async def _due(self, report: RoundReport) -> None:
         entries = await dlq.claim_due(self.pool, self.batch_size, providers=self.providers)

@@ -10,6 +10,9 @@ before it goes):
 | `siteti_webhook_events`                 | `received_at` | always                          |
 | `filedrop_files`                        | `finished_at` | settled: `processed`, `failed`  |
 | `poller_tracking`                       | `updated_at`  | settled: `emitted`, `failed`    |
+| `number_confirmations` (and links)      | `requested_at`| settled: not `requested`        |
+| `sent_messages` (event payload and all) | `updated_at`  | always                          |
+| `flagged_numbers`                       | `flagged_at`  | always (the number is tried again) |
 | files in FILEDROP_DIR/processed, failed | newest mtime of a file and its `.report.json` | always |
 
 Why these columns: `recorded_at`, not `occurred_at` (the provider's clock: a back-dated or
@@ -107,6 +110,11 @@ RULES = (
     Rule("siteti_webhook_events", "received_at", key="ctid"),
     Rule("filedrop_files", "finished_at", settled="status IN ('processed', 'failed')"),
     Rule("poller_tracking", "updated_at", key="ctid", settled="status IN ('emitted', 'failed')"),
+    # Answered or expired number confirmations (the candidate number, sealed); their links
+    # to waiting events go with them (ON DELETE CASCADE).
+    Rule("number_confirmations", "requested_at", settled="status <> 'requested'"),
+    Rule("sent_messages", "updated_at", key="message_id"),
+    Rule("flagged_numbers", "flagged_at", key="phone_index"),
 )
 
 OPEN_DEAD_LETTERS_SQL = (

@@ -21,7 +21,9 @@ from bridge.retry import RetryPolicy
 
 from .dedupe import Dedupe
 from .directory import Directory
+from .doublefire import DoubleFires
 from .governor import Governor, GovernorConfig
+from .pacing import Pacer
 from .pipeline import Dispatcher
 from .rules import configured_rules_file, load_rules
 from .siteti import (
@@ -60,12 +62,13 @@ def build_dispatcher(
     """The pipeline over existing connections, configured from `settings`. Siteti calls go
     through `http`: build it with `siteti_http` and the same `keys` so that they are
     rate-governed, metered and signed with the key in use."""
+    keys_of_data = data_keys(settings)
     return Dispatcher(
         pool=pool,
         directory=Directory(
             pool,
             redis,
-            data_keys(settings),
+            keys_of_data,
             settings.customer_cache_ttl_seconds,
             settings.default_country,
         ),
@@ -89,6 +92,15 @@ def build_dispatcher(
         ),
         instance_id=instance_id,
         missing_contact_wait_seconds=settings.missing_contact_wait_seconds,
+        number_confirmation_timeout=settings.number_confirmation_timeout,
+        pacer=Pacer(
+            redis,
+            keys_of_data,
+            interval_seconds=settings.pair_min_interval_seconds,
+            # The pair limit is per business number, i.e. per Siteti account (as the governor).
+            prefix=f"bridge:pace:{stable_key(settings.siteti_base_url)}",
+        ),
+        double_fires=DoubleFires(redis, window_seconds=settings.double_fire_window_seconds),
     )
 
 

@@ -11,7 +11,7 @@ is for `support` and `engineering`, `GET /audit/stats` (counts, no references) f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
@@ -34,16 +34,20 @@ from bridge.edge import (
     problem_response,
     read_limited_body,
 )
+from bridge.failure_codes import DEFAULT_POLICY, FailurePolicy
 from bridge.kafka import DurableProducer, client_options
 from bridge.logs import get_logger
-from bridge.metrics import RECEIPTS
+from bridge.metrics import DEAD_LETTERS, RECEIPTS
+from bridge.protect import data_keys
 from bridge.retry import OUTAGE_BACKOFF
 from bridge.signing import SignatureError, verify_siteti_webhook
 
+from . import outcomes
 from .correlation import correlate
 from .delivery import note_delivery
 from .openapi import STATS_RESPONSES, TRAIL_RESPONSES, WEBHOOK_OPENAPI, WEBHOOK_RESPONSES
-from .status import summarize
+from .status import summarize_history
+from .topics import OutboxRecord, queue, records
 from .webhooks import (
     MAX_REFERENCE_CHARS,
     STAGE_BY_TYPE,
@@ -171,8 +175,16 @@ def _refuse(
     return _answer(status, problems.problem(kind, status, detail), event_type, outcome)
 
 
-async def _store(pool: asyncpg.Pool, receipt: Receipt) -> bool:
-    """Store a receipt once; False when its event id was already stored (a redelivery)."""
+async def _store(
+    pool: asyncpg.Pool,
+    receipt: Receipt,
+    topic_records: Sequence[OutboxRecord] = (),
+    policy: FailurePolicy = DEFAULT_POLICY,
+) -> bool:
+    """Store a receipt once; False when its event id was already stored (a redelivery).
+    `topic_records` (receipts.topics: replies, conversation states) join its outbox row; the
+    message's delivery state and a failure's action (receipts.outcomes, by `policy`) are in
+    the same transaction."""
     async with asyncio.timeout(DB_TIMEOUT_SECONDS):
         async with pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
@@ -184,14 +196,19 @@ async def _store(pool: asyncpg.Pool, receipt: Receipt) -> bool:
             )
             if not inserted:
                 return False
+            effect = await outcomes.apply(conn, receipt, policy)
             await audit.record(
                 conn,
                 reference=receipt.reference,
                 stage=receipt.stage,
                 source="receipts",
                 occurred_at=receipt.occurred_at,
-                detail=receipt.detail,
+                detail={**receipt.detail, **effect.audit},
             )
+            await queue(conn, topic_records)
+    note_delivery(receipt, effect)
+    if effect.dead_letter_reason:
+        DEAD_LETTERS.labels(effect.dead_letter_reason).inc()
     return True
 
 
@@ -221,6 +238,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(TraceContextMiddleware, start=False)
     app.state.runtime = runtime
     tokens = Tokens.from_settings(settings)
+    # Replies' numbers are sealed and hashed (receipts.topics): no keys, no start.
+    keys, region = data_keys(settings), settings.default_country
+    failure_policy = FailurePolicy.parse(  # a bad WHATSAPP_FAILURE_ACTIONS stops the start
+        settings.whatsapp_failure_actions,
+        settings.whatsapp_retry_base_seconds,
+        settings.whatsapp_max_resends,
+    )
 
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
@@ -265,18 +289,23 @@ def create_app(settings: Settings) -> FastAPI:
                 "siteti_webhook_header_id_differs", event_id=receipt.event_id, header=header_id[:80]
             )
         try:
-            stored = await _store(runtime.pool, receipt)
+            stored = await _store(
+                runtime.pool, receipt, records(receipt, keys, region), failure_policy
+            )
         except _VALUE_ERRORS as exc:
             log.warning("siteti_webhook_unstorable", event_id=receipt.event_id, error=repr(exc))
             message = "the webhook holds a value that cannot be stored"
             return _refuse(problems.UNUSABLE_PAYLOAD, 422, message, receipt.type, "invalid")
+        except outcomes.NotRecordedYet as exc:
+            log.info("siteti_webhook_deferred", event_id=receipt.event_id, reason=str(exc))
+            message = "the message's send is not recorded yet, retry"
+            return _refuse(problems.UNAVAILABLE, 503, message, receipt.type, "deferred")
         except _DB_ERRORS as exc:
             log.error("siteti_webhook_store_failed", event_id=receipt.event_id, error=repr(exc))
             message = "storage unavailable, retry"
             return _refuse(problems.UNAVAILABLE, 503, message, receipt.type, "error")
         if not stored:
             return _answer(200, {"status": "duplicate"}, receipt.type, "duplicate")
-        await note_delivery(runtime.pool, receipt)
         log.info(
             "siteti_webhook_stored",
             event_id=receipt.event_id,
@@ -325,7 +354,7 @@ def create_app(settings: Settings) -> FastAPI:
         if not entries:
             return not_found
         events = audit.as_json(entries)
-        status = summarize([e["stage"] for e in entries])
+        status = summarize_history(entries)
         return JSONResponse({"reference": reference, "status": status, "events": events})
 
     async def ready() -> Readiness:

@@ -1,7 +1,9 @@
 """Siteti outbound webhooks → the audit row to store. Pure: no I/O, so it is unit-tested alone.
 
 What is kept is chosen for privacy: ids, stage and error codes go in; the recipient's phone
-number (`data.to`, `data.from`) and a customer's reply text never do.
+number (`data.to`, `data.from`) and a customer's reply text never do. A reply's and a
+conversation change's own facts (`Inbound`) ride along for the replies and conversations topics
+(receipts.topics), which seal the number; they are never stored in the audit row.
 
 Whatever the body, the result is a Receipt PostgreSQL can store or a WebhookError (a 4xx):
 texts without NUL (which PostgreSQL text and jsonb cannot hold), ids and references short
@@ -10,7 +12,7 @@ enough for their indexes, times PostgreSQL and Python can both represent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,10 @@ STAGE_BY_TYPE = {
     "message.received": "replied",
     "conversation.state": "conversation",
 }
+
+
+# The types whose facts go to the replies and conversations topics (receipts.topics).
+INBOUND_TYPES = frozenset({"message.received", "conversation.state"})
 
 
 class WebhookError(ValueError):
@@ -47,6 +53,24 @@ class UnknownType(WebhookError):
     status = 200
 
 
+# repr=False: a number and a customer's words must not reach a log line through a repr.
+@dataclass(frozen=True, repr=False)
+class Inbound:
+    """What `message.received` and `conversation.state` say beyond the audit detail, cleaned
+    for PostgreSQL's jsonb (no NUL) and cut to bridge.inbound's limits."""
+
+    message_id: str | None
+    contact_id: str | None
+    sender: str | None  # data.from, in clear: receipts.topics seals it
+    bsuid: str | None
+    text: str | None  # in clear, digits and all: receipts.topics masks numbers in it
+    button_payload: str | None
+    context_message_id: str | None
+    reference: str | None
+    state: str | None
+    window_expires_at: datetime | None
+
+
 @dataclass(frozen=True)
 class Receipt:
     event_id: str
@@ -55,6 +79,7 @@ class Receipt:
     reference: str
     occurred_at: datetime
     detail: dict[str, Any]
+    inbound: Inbound | None = field(default=None, repr=False)
 
 
 # Far beyond Siteti's own (evt_ + 24 hex; our references are ~40 characters), and far below
@@ -63,6 +88,10 @@ MAX_ID_CHARS = 200
 MAX_REFERENCE_CHARS = 500
 # A detail value (ids, status, error title) longer than this is cut: it is for people to read.
 MAX_DETAIL_CHARS = 500
+# A reply's text and button payload (bridge.inbound's limits): longer is cut, never refused,
+# as a customer's words must not make Siteti retry forever.
+MAX_TEXT_CHARS = 4096
+MAX_PAYLOAD_CHARS = 1000
 
 
 def storable(text: str, limit: int) -> bool:
@@ -115,7 +144,43 @@ def _timestamp(value: object, received_at: datetime) -> datetime:
         raise InvalidWebhook(f"created_at is out of range: {value[:40]!r}") from exc
 
 
-def _reference(data: dict[str, Any]) -> str:
+def _cleaned(value: object, limit: int) -> str | None:
+    """Text as the topics can carry it: NUL removed (jsonb cannot hold it), lone surrogates
+    replaced (no UTF-8 can), cut to `limit`; None for blank text or anything else."""
+    if not isinstance(value, str):
+        return None
+    text = value.replace("\x00", "").encode("utf-8", "replace").decode()[:limit]
+    return text if text.strip() else None
+
+
+def _aware(value: object) -> datetime | None:
+    """An ISO 8601 time in UTC, or None when `value` is not one (the audit keeps the text)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return _timestamp(value, datetime.now(UTC))
+    except InvalidWebhook:
+        return None
+
+
+def _inbound(data: dict[str, Any]) -> Inbound:
+    context = data.get("context")
+    replied_to = context.get("message_id") if isinstance(context, dict) else None
+    return Inbound(
+        message_id=_cleaned(data.get("message_id"), MAX_ID_CHARS),
+        contact_id=_cleaned(data.get("contact_id"), MAX_ID_CHARS),
+        sender=_cleaned(data.get("from"), MAX_ID_CHARS),
+        bsuid=_text(data.get("bsuid"), "data.bsuid"),
+        text=_cleaned(data.get("text"), MAX_TEXT_CHARS),
+        button_payload=_cleaned(data.get("button_payload"), MAX_PAYLOAD_CHARS),
+        context_message_id=_text(replied_to, "data.context.message_id"),
+        reference=_text(data.get("reference"), "data.reference", MAX_REFERENCE_CHARS),
+        state=_cleaned(data.get("state"), MAX_ID_CHARS),
+        window_expires_at=_aware(data.get("window_expires_at")),
+    )
+
+
+def _reference(data: dict[str, Any], event_id: str) -> str:
     reference = _text(data.get("reference"), "data.reference", MAX_REFERENCE_CHARS)
     if reference:
         return reference
@@ -126,6 +191,10 @@ def _reference(data: dict[str, Any]) -> str:
     bsuid = _text(data.get("bsuid"), "data.bsuid")
     if bsuid:
         return f"bsuid:{bsuid}"
+    if _cleaned(data.get("from"), MAX_ID_CHARS):
+        # A reply from a number that is no contact yet: filed under the event, as the reference
+        # may not hold the number.
+        return f"siteti:{event_id}"
     raise InvalidWebhook("data has no reference, contact_id or bsuid to file the event under")
 
 
@@ -194,7 +263,8 @@ def parse_webhook(body: bytes, *, received_at: datetime | None = None) -> Receip
         event_id=event_id,
         type=event_type,
         stage=stage,
-        reference=_reference(data),
+        reference=_reference(data, event_id),
         occurred_at=_timestamp(payload.get("created_at"), received_at or datetime.now(UTC)),
         detail=_detail(event_id, event_type, data),
+        inbound=_inbound(data) if event_type in INBOUND_TYPES else None,
     )

@@ -18,7 +18,12 @@ from bridge.audit import record
 from bridge.logs import mask_text
 from bridge.retry import RetryPolicy
 
-from ..outcomes import SITETI_UNAVAILABLE, TEMPLATE_NOT_APPROVED, Status
+from ..outcomes import (
+    AWAITING_NUMBER_CONFIRMATION,
+    SITETI_UNAVAILABLE,
+    TEMPLATE_NOT_APPROVED,
+    Status,
+)
 from .entries import CLOSABLE, ENTRY_COLUMNS, RESOLVABLE, RETRYABLE, Entry
 from .store import REKEY_REASONS
 
@@ -72,7 +77,7 @@ class AfterRetry:
     retry_count: int
     key_generation: int  # of the next trigger call
     status: Status
-    wait: timedelta | None  # until the next attempt; None: not scheduled
+    wait: timedelta | None  # until the next attempt; None: not scheduled (pending: as stored)
 
 
 def after_retry(
@@ -90,6 +95,10 @@ def after_retry(
     generation = entry.key_generation + (1 if reason in REKEY_REASONS else 0)
     if status != "pending":
         return AfterRetry(retries, generation, status, None)
+    if reason == AWAITING_NUMBER_CONFIRMATION:
+        # Still waiting for the customer (retried before the request expired): not a failed
+        # attempt; it waits until the expiry the pipeline stored (wait None keeps it).
+        return AfterRetry(entry.retry_count, generation, status, None)
     if max_retries is not None and retries >= max_retries:
         return AfterRetry(retries, generation, "failed", None)
     return AfterRetry(
@@ -162,19 +171,22 @@ async def mark(
     next_attempt_at: datetime | None = None,
     *,
     retried: bool = False,
+    only_from: Status | None = None,
 ) -> Entry | None:
-    """Set an entry's status (and error, next attempt); `retried` counts one more retry."""
+    """Set an entry's status (and error, next attempt); `retried` counts one more retry.
+    With `only_from`, only an entry in that status changes (None otherwise)."""
     row = await pool.fetchrow(
         f"""
         UPDATE dead_letters SET status = $2, last_error = COALESCE($3, last_error),
           next_attempt_at = $4, retry_count = retry_count + $5, updated_at = now()
-        WHERE id = $1 RETURNING {ENTRY_COLUMNS}
+        WHERE id = $1 AND ($6::text IS NULL OR status = $6) RETURNING {ENTRY_COLUMNS}
         """,  # noqa: S608 - fixed columns
         id,
         status,
         mask_text(error) if error else error,  # as in store.put: words may quote a number
         next_attempt_at,
         1 if retried else 0,
+        only_from,
     )
     return Entry.from_row(row) if row is not None else None
 
@@ -198,7 +210,8 @@ async def settle_retry(pool: asyncpg.Pool, entry: Entry, after: AfterRetry) -> E
     row = await pool.fetchrow(
         f"""
         UPDATE dead_letters SET retry_count = $2, key_generation = $3, status = $4,
-          next_attempt_at = CASE WHEN $5::interval IS NULL THEN NULL ELSE now() + $5 END,
+          next_attempt_at = CASE WHEN $5::interval IS NOT NULL THEN now() + $5
+                                 WHEN $4 = 'pending' THEN next_attempt_at END,
           updated_at = now()
         WHERE id = $1 RETURNING {ENTRY_COLUMNS}
         """,  # noqa: S608 - fixed columns
@@ -223,7 +236,8 @@ async def recover_stale(pool: asyncpg.Pool, older_than: timedelta) -> list[Entry
         RETURNING {ENTRY_COLUMNS}
         """,  # noqa: S608 - fixed columns
         older_than,
-        [SITETI_UNAVAILABLE, TEMPLATE_NOT_APPROVED],
+        # A confirmation's waiting events wait again (the pipeline re-decides on the retry).
+        [SITETI_UNAVAILABLE, TEMPLATE_NOT_APPROVED, AWAITING_NUMBER_CONFIRMATION],
     )
     return [Entry.from_row(r) for r in rows]
 

@@ -12,18 +12,24 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bridge.audit import record
-from bridge.events import DEAD_LETTER_TOPIC, CanonicalEvent
-from bridge.logs import mask_text
+from bridge import dead_letters
+from bridge.dead_letters import DeadLetterRow
+from bridge.events import CanonicalEvent
 from bridge.metrics import DEAD_LETTERS
 
-from ..outcomes import TEMPLATE_NOT_APPROVED, UNPROCESSABLE, DeadLettered, Status
+from ..outcomes import (
+    TEMPLATE_NOT_APPROVED,
+    TEMPLATE_REJECTED,
+    UNPROCESSABLE,
+    DeadLettered,
+    Status,
+)
 
 # Siteti answers that only the trigger call gives and that say nothing was sent: Siteti keeps
 # that answer under the call's Idempotency-Key, so the next try must use a new key
 # (`key_generation` + 1). Other answers (5xx, timeouts, a 409 for a reused key) say nothing
 # certain about an earlier attempt under the same key, so they keep it.
-REKEY_REASONS = frozenset({TEMPLATE_NOT_APPROVED, "template_not_found"})
+REKEY_REASONS = frozenset({TEMPLATE_NOT_APPROVED, TEMPLATE_REJECTED, "template_not_found"})
 
 
 async def put(
@@ -41,7 +47,7 @@ async def put(
     """
     return await _store(
         pool,
-        _Row(
+        DeadLetterRow(
             dedupe_key=event.dedupe_key,
             reference=storable(event.reference),
             provider=storable(event.data.provider),
@@ -79,11 +85,11 @@ class RecordPosition:
     key: bytes | None
     value: bytes
 
-    def as_row(self) -> _Row:
+    def as_row(self) -> DeadLetterRow:
         where = f"{self.topic}/{self.partition}/{self.offset}"
         text = self.value[:_RAW_LIMIT].decode("utf-8", errors="backslashreplace")
         subject = _json_field(self.value, "subject")
-        return _Row(
+        return DeadLetterRow(
             # The record's content names it: the same bytes read again are the same entry.
             dedupe_key=f"unprocessable:{hashlib.sha256(self.value).hexdigest()[:40]}",
             reference=storable(subject or f"unknown:{where}")[:200],
@@ -126,21 +132,9 @@ def storable(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class _Row:
-    """What a dead-letter row says about the event, whichever way it was read."""
-
-    dedupe_key: str
-    reference: str
-    provider: str
-    event_type: str
-    payload: dict[str, Any]
-    customer_hash: str
-
-
 async def _store(
     pool: asyncpg.Pool,
-    row: _Row,
+    row: DeadLetterRow,
     *,
     reason: str,
     status: Status,
@@ -148,61 +142,17 @@ async def _store(
     next_attempt: datetime | None = None,
     template_id: str | None = None,
 ) -> int:
-    # Siteti's or a dependency's words may quote a number (`invalid_phone: 234…`).
-    error = mask_text(error)
     async with pool.acquire() as conn, conn.transaction():
-        entry_id: int = await conn.fetchval(
-            """
-            INSERT INTO dead_letters
-              (dedupe_key, reference, provider, event_type, payload, status, reason, last_error,
-               next_attempt_at, template_id, key_generation, customer_hash)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-            ON CONFLICT (dedupe_key) DO UPDATE SET
-              status = EXCLUDED.status, reason = EXCLUDED.reason, last_error = EXCLUDED.last_error,
-              next_attempt_at = EXCLUDED.next_attempt_at, template_id = EXCLUDED.template_id,
-              -- The pipeline's own attempts use generation 0: a refusal burns that one only.
-              key_generation = GREATEST(dead_letters.key_generation, EXCLUDED.key_generation),
-              updated_at = now()
-            RETURNING id
-            """,
-            row.dedupe_key,
-            row.reference,
-            row.provider,
-            row.event_type,
-            row.payload,
-            status,
-            reason,
-            error,
-            next_attempt,
-            template_id,
-            1 if reason in REKEY_REASONS else 0,
-            row.customer_hash,
-        )
-        await conn.execute(
-            "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)",
-            DEAD_LETTER_TOPIC.name,
-            row.customer_hash,
-            {
-                "id": entry_id,
-                "reason": reason,
-                "status": status,
-                "error": error,
-                "event": row.payload,
-            },
-        )
-        await record(
+        entry_id = await dead_letters.write(
             conn,
-            reference=row.reference,
-            stage="dead_lettered",
-            source="dispatcher",
-            customer_hash=row.customer_hash,
-            detail={
-                "id": entry_id,
-                "reason": reason,
-                "status": status,
-                "error": error,
-                **({"template": template_id} if template_id else {}),
-            },
+            row,
+            reason=reason,
+            status=status,
+            error=error,
+            next_attempt=next_attempt,
+            template_id=template_id,
+            # The pipeline's own attempts use generation 0: a refusal burns that one only.
+            key_generation=1 if reason in REKEY_REASONS else 0,
         )
     DEAD_LETTERS.labels(reason).inc()
     return entry_id

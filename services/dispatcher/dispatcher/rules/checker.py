@@ -336,7 +336,9 @@ def check_rules(rules: RuleSet, event_types: Iterable[str] = EVENT_TYPES) -> lis
     problems: list[Problem] = []
     seen: set[str] = set()
     used: set[str] = set()
-    for index, rule in enumerate(rules.rules):
+    # The number-confirmation rules, a first-match list of their own, are checked alike.
+    groups = (rules.rules, rules.confirmation_rules)
+    for group, index, rule in ((g, i, r) for g in groups for i, r in enumerate(g)):
         if rule.name in seen:
             problems.append(Problem("error", rule.name, "another rule has the same name"))
         seen.add(rule.name)
@@ -351,7 +353,7 @@ def check_rules(rules: RuleSet, event_types: Iterable[str] = EVENT_TYPES) -> lis
                         f"type {event_type} is not a canonical event type{hint}",
                     )
                 )
-        why = _unreachable(rules.rules, index)
+        why = _unreachable(group, index)
         if why is not None:
             problems.append(Problem("error", rule.name, why))
         if rule.template not in rules.templates:

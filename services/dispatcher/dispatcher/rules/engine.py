@@ -111,9 +111,14 @@ def fill(
     return variables, left_out
 
 
-def choose(rules: RuleSet, event: CanonicalEvent, customer: CustomerRecord) -> Choice:
-    for rule in rules.rules:
+def choose(
+    rules: RuleSet, event: CanonicalEvent, customer: CustomerRecord, *, confirmation: bool = False
+) -> Choice:
+    """The event's message (or, with `confirmation`, the template that asks its customer to
+    confirm a number: `confirmation_rules`)."""
+    for rule in rules.confirmation_rules if confirmation else rules.rules:
         if matches(rule.when, event, customer):
             variables, _ = fill(rule, rules.templates.get(rule.template, []), event, customer)
             return Choice(rule.name, rule.template, variables)
-    raise NoRuleMatched(f"no template rule matches a {event.type} event")
+    which = "number confirmation rule" if confirmation else "template rule"
+    raise NoRuleMatched(f"no {which} matches a {event.type} event")

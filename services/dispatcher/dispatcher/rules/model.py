@@ -106,6 +106,10 @@ class RuleSet(BaseModel):
     version: Literal[1]
     templates: dict[str, list[str]]
     rules: list[Rule]
+    # Which template asks a customer to confirm a candidate number (dispatcher.confirmation),
+    # chosen like a message's, from the event that waits. None matching: the event goes to
+    # manual review as `missing_contact`, as when there is no number at all.
+    confirmation_rules: list[Rule] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
