@@ -84,8 +84,11 @@ def outgoing_headers() -> dict[str, str]:
 
 
 def traced(event: CanonicalEvent, span: Span) -> CanonicalEvent:
-    """The event as it leaves this participant: `span` as its tracing attribute."""
-    return event.model_copy(update={"traceparent": span.traceparent})
+    """The event as it leaves this participant: `span` as its tracing attribute. Set in
+    place (the edges trace the events they have just built; a copy cost as much as the
+    signature check)."""
+    event.traceparent = span.traceparent
+    return event
 
 
 def kafka_headers(event: CanonicalEvent) -> list[tuple[str, bytes]]:

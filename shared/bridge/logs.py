@@ -26,6 +26,7 @@ from collections.abc import Callable, MutableMapping
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import phonenumbers
 import structlog
 
@@ -139,12 +140,18 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+def _dumps(value: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+    # orjson: a third of the standard library's cost per line. Non-string keys (a dict of
+    # counts by number) are written as strings, as `json` would.
+    return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 # Rendering, then masking: the traceback is text by the time `redact` sees it, so the numbers
 # in exception messages and frames' locals are masked too.
 _OUTPUT: list[Any] = [
     structlog.processors.format_exc_info,
     redact,
-    structlog.processors.JSONRenderer(),
+    structlog.processors.JSONRenderer(serializer=_dumps),
 ]
 
 
