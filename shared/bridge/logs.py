@@ -131,11 +131,16 @@ def _is_sensitive(key: str) -> bool:
     return lowered in _SENSITIVE_KEYS or any(part in lowered for part in _SENSITIVE_PARTS)
 
 
+# Written over by the logging set-up itself (the time, the level): nothing a caller passes
+# can be in them.
+_OWN_KEYS = frozenset({"timestamp", "level"})
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if _is_sensitive(key):
             event_dict[key] = "***"
-        elif key != "timestamp":
+        elif key not in _OWN_KEYS:
             event_dict[key] = masked(event_dict[key])
     return event_dict
 

@@ -15,6 +15,7 @@ any dispatcher's log.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import threading
@@ -194,6 +195,8 @@ def test_dispatchers_on_the_old_key_move_to_the_second_when_it_is_revoked(
     # Read once the processes have stopped: their buffered output is in the files then.
     for name, text in logs_since(offsets).items():
         assert old not in text and new not in text
-        moved = [line for line in text.splitlines() if "siteti_api_key_switched" in line]
+        moved = [
+            json.loads(line) for line in text.splitlines() if "siteti_api_key_switched" in line
+        ]
         assert len(moved) == counts[name], (name, moved)
-        assert all('"from_position": 1' in m and '"to_position": 2' in m for m in moved)
+        assert all((m["from_position"], m["to_position"]) == (1, 2) for m in moved)

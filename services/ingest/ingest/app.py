@@ -125,9 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             too_large = problem_response(problems.TOO_LARGE, 413, message)
             return await defences.reject(client, provider_name, "too_large", too_large)
 
-        webhook_request = WebhookRequest(
-            body=body, headers={k.lower(): v for k, v in request.headers.items()}
-        )
+        # ASGI names headers in lower case already: decoded as they come, without Starlette's
+        # header object.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        webhook_request = WebhookRequest(body=body, headers=headers)
         try:
             provider.verify(webhook_request, secrets_for(provider, settings))
         except SignatureError as exc:

@@ -244,6 +244,8 @@ class EdgeDefences:
 
     def client(self, request: Request) -> Address | None:
         peer = request.client.host if request.client else None
+        if not self.trusted_proxies:  # nobody's X-Forwarded-For is believed: not even read
+            return client_address(peer, (), ())
         return client_address(
             peer, request.headers.getlist("x-forwarded-for"), self.trusted_proxies
         )
