@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -151,11 +152,14 @@ def main() -> None:
 
             wait_for(lambda: len(sent()) == len(references), timeout=300, interval=0.2)
             all_sent = time.perf_counter() - began
-            wait_for(
-                lambda: all("delivered" in pipeline.stages(r) for r in references),
-                timeout=300,
-                interval=1,
-            )
+            try:
+                wait_for(
+                    lambda: all("delivered" in pipeline.stages(r) for r in references),
+                    timeout=300,
+                    interval=1,
+                )
+            except AssertionError:
+                sys.exit(undelivered(pipeline, references))
             all_delivered = time.perf_counter() - began
             time.sleep(2)  # a late duplicate would show now
             counts = sent()
@@ -163,6 +167,26 @@ def main() -> None:
     finally:
         pipeline.stop()
         pipeline.deprovision()
+
+
+def undelivered(pipeline: Pipeline, references: set[str]) -> str:
+    """What to look at when messages were sent but not all delivered: their stories and the
+    delivery webhooks the sandbox gave up on (it tries SANDBOX_WEBHOOK_MAX_ATTEMPTS times)."""
+    missing = sorted(r for r in references if "delivered" not in pipeline.stages(r))
+    gave_up = [
+        w
+        for w in pipeline.sandbox_get("webhooks")
+        if w.get("gave_up") and w.get("reference") in references
+    ]
+    stories = Counter(" → ".join(pipeline.stages(r)) for r in missing[:50])
+    lines = [f"{len(missing)} of {len(references)} messages not delivered after 300 s"]
+    lines += [f"  {count} × {story or '(no audit rows)'}" for story, count in stories.items()]
+    lines.append(f"delivery webhooks the sandbox gave up on: {len(gave_up)}")
+    lines += [
+        f"  {w['type']} {w['reference']}: status {w['status_code']}, {w['error']}"
+        for w in gave_up[:10]
+    ]
+    return "\n".join(lines)
 
 
 def report(

@@ -151,7 +151,9 @@ class WebhookSender:
                     cfg.webhook_url,
                     content=body,
                     headers=headers,
-                    timeout=cfg.webhook_timeout_seconds,
+                    # Waiting for one of the sender's own connections is queueing, not the
+                    # receiver failing: only connecting, writing and the answer are timed.
+                    timeout=httpx.Timeout(cfg.webhook_timeout_seconds, pool=None),
                 )
                 status_code = response.status_code
             except httpx.HTTPError as exc:
