@@ -36,7 +36,7 @@ ReplyUrn = Literal["urn:siteti-bridge:schema:bridge.message.received:v1"]
 ConversationUrn = Literal["urn:siteti-bridge:schema:bridge.conversation.state:v1"]
 
 
-# Limits, the receipts parser's (receipts.webhooks; a unit test keeps them equal): Siteti's ids
+# Limits, the receipts parser's too (receipts.webhooks takes them from here): Siteti's ids
 # are far shorter; a WhatsApp text message is at most 4,096 characters.
 MAX_ID_LENGTH = 200
 MAX_REFERENCE_LENGTH = 500

@@ -171,6 +171,15 @@ def rules_for(template_id: str) -> RuleSet:
     )
 
 
+async def on_template(
+    make_dispatcher: MakeDispatcher, siteti: Sandbox, status: str
+) -> tuple[str, Dispatcher]:
+    """A dispatcher whose one rule sends a template of the test's own, `status` at Siteti."""
+    template = f"tpl_dlqtest_{uuid.uuid4().hex[:6]}"
+    await siteti.template(template, status)
+    return template, make_dispatcher(rules=rules_for(template))
+
+
 async def add_customer(
     pool: asyncpg.Pool, redis: Redis, tmp_path: Path, account: str, phone: str = "08031234567"
 ) -> None:
@@ -384,9 +393,7 @@ async def test_template_approved_later_is_sent_by_the_retrier(
     tmp_path: Path,
     provider: str,
 ) -> None:
-    template = f"tpl_dlqtest_{uuid.uuid4().hex[:6]}"
-    await siteti.template(template, "PENDING")
-    dispatcher = make_dispatcher(rules=rules_for(template))
+    template, dispatcher = await on_template(make_dispatcher, siteti, "PENDING")
     events = []
     for _ in range(2):
         account = new_account()
@@ -447,9 +454,7 @@ async def test_rejected_template_moves_waiting_entries_to_manual_review(
 ) -> None:
     """Issue 12: a REJECTED template's entries stop waiting; an operator's retry after the
     template is fixed sends them, under a key Siteti has not refused."""
-    template = f"tpl_dlqtest_{uuid.uuid4().hex[:6]}"
-    await siteti.template(template, "PENDING")
-    dispatcher = make_dispatcher(rules=rules_for(template))
+    template, dispatcher = await on_template(make_dispatcher, siteti, "PENDING")
     waiting = [await waiting_for(dispatcher, pg_pool, redis, tmp_path, provider) for _ in "ab"]
     retrier = Retrier(dispatcher, providers=[provider])
 
@@ -487,9 +492,7 @@ async def test_rejected_at_the_trigger_goes_straight_to_manual_review(
     tmp_path: Path,
     provider: str,
 ) -> None:
-    template = f"tpl_dlqtest_{uuid.uuid4().hex[:6]}"
-    await siteti.template(template, "REJECTED")
-    dispatcher = make_dispatcher(rules=rules_for(template))
+    template, dispatcher = await on_template(make_dispatcher, siteti, "REJECTED")
     account = new_account()
     await add_customer(pg_pool, redis, tmp_path, account)
     event = payment(provider, account)

@@ -22,7 +22,6 @@ from bridge import inbound
 from bridge.events import CONVERSATIONS_TOPIC, REPLIES_TOPIC, TOPICS
 from bridge.inbound import ConversationEvent, ReplyEvent
 from bridge.protect import DataKeys, new_key_entry
-from receipts import webhooks
 from receipts.topics import OutboxRecord, mask_numbers, records
 from receipts.webhooks import Receipt, WebhookError, parse_webhook
 from tests.unit.test_receipts_hostile import created_ats, field_values, json_values
@@ -193,13 +192,6 @@ def test_numbers_in_text_are_masked(text: str, masked: str) -> None:
 
 
 # --- the contract: limits, literals and schemas agree -----------------------------------------
-
-
-def test_the_models_limits_are_the_parsers() -> None:
-    assert inbound.MAX_ID_LENGTH == webhooks.MAX_ID_CHARS
-    assert inbound.MAX_REFERENCE_LENGTH == webhooks.MAX_REFERENCE_CHARS
-    assert inbound.MAX_TEXT_LENGTH == webhooks.MAX_TEXT_CHARS
-    assert inbound.MAX_PAYLOAD_LENGTH == webhooks.MAX_PAYLOAD_CHARS
 
 
 @pytest.mark.parametrize("name", sorted(inbound.MODELS))

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.inbound import MAX_ID_LENGTH, MAX_REFERENCE_LENGTH
 from receipts.status import PROGRESS, summarize
 from receipts.webhooks import (
-    MAX_ID_CHARS,
-    MAX_REFERENCE_CHARS,
     STAGE_BY_TYPE,
     InvalidWebhook,
     Receipt,
@@ -41,7 +40,7 @@ json_values = st.recursive(
 )
 texts = st.one_of(
     st.text(max_size=20),
-    st.text(min_size=MAX_ID_CHARS - 2, max_size=MAX_REFERENCE_CHARS + 2),
+    st.text(min_size=MAX_ID_LENGTH - 2, max_size=MAX_REFERENCE_LENGTH + 2),
     st.sampled_from(["evt_1", " ", "", "a\x00b", "\x00"]),
 )
 fixed_offsets = st.timedeltas(
@@ -85,9 +84,9 @@ webhooks = st.fixed_dictionaries(
 def assert_storable(receipt: Receipt) -> None:
     """What PostgreSQL needs: text without NUL within its index limits, aware UTC times,
     jsonb without \\u0000; and what privacy needs: no phone number, no reply text."""
-    assert storable(receipt.event_id, MAX_ID_CHARS) and receipt.event_id.strip()
+    assert storable(receipt.event_id, MAX_ID_LENGTH) and receipt.event_id.strip()
     assert receipt.type in STAGE_BY_TYPE and receipt.stage == STAGE_BY_TYPE[receipt.type]
-    assert storable(receipt.reference, MAX_REFERENCE_CHARS + len("contact:"))
+    assert storable(receipt.reference, MAX_REFERENCE_LENGTH + len("contact:"))
     assert receipt.occurred_at.utcoffset() == timedelta(0)
     detail = orjson.dumps(receipt.detail).decode()
     assert "\\u0000" not in detail
@@ -141,9 +140,9 @@ def test_any_created_at_is_utc_or_refused(event_type: str, created_at: Any) -> N
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("id", "e" * (MAX_ID_CHARS + 1)),
+        ("id", "e" * (MAX_ID_LENGTH + 1)),
         ("id", "evt\x00"),
-        ("reference", "r" * (MAX_REFERENCE_CHARS + 1)),
+        ("reference", "r" * (MAX_REFERENCE_LENGTH + 1)),
         ("reference", "moniepoint:\x00"),
         ("created_at", "0001-01-01T00:00:00+01:00"),
     ],

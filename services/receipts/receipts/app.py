@@ -35,6 +35,7 @@ from bridge.edge import (
     read_limited_body,
 )
 from bridge.failure_codes import DEFAULT_POLICY, FailurePolicy
+from bridge.inbound import MAX_REFERENCE_LENGTH
 from bridge.kafka import DurableProducer, client_options
 from bridge.logs import get_logger
 from bridge.metrics import DEAD_LETTERS, RECEIPTS
@@ -49,7 +50,6 @@ from .openapi import STATS_RESPONSES, TRAIL_RESPONSES, WEBHOOK_OPENAPI, WEBHOOK_
 from .status import summarize_history
 from .topics import OutboxRecord, queue, records
 from .webhooks import (
-    MAX_REFERENCE_CHARS,
     STAGE_BY_TYPE,
     Receipt,
     UnknownType,
@@ -340,7 +340,7 @@ def create_app(settings: Settings) -> FastAPI:
         responses=TRAIL_RESPONSES,
     )
     async def audit_trail(reference: str) -> JSONResponse:
-        if not storable(reference, MAX_REFERENCE_CHARS):
+        if not storable(reference, MAX_REFERENCE_LENGTH):
             # Nothing stored can have this reference; not echoed, as it may not even encode.
             return problem_response(problems.NOT_FOUND, 404, "no audit record for that reference")
         not_found = problem_response(problems.NOT_FOUND, 404, f"no audit record for {reference}")

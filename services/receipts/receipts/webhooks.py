@@ -18,6 +18,13 @@ from typing import Any
 
 import orjson
 
+from bridge.inbound import (
+    MAX_ID_LENGTH,
+    MAX_PAYLOAD_LENGTH,
+    MAX_REFERENCE_LENGTH,
+    MAX_TEXT_LENGTH,
+)
+
 # Siteti event type → audit stage (bridge.audit.STAGES, plus "conversation").
 STAGE_BY_TYPE = {
     "message.sent": "sent",
@@ -82,16 +89,13 @@ class Receipt:
     inbound: Inbound | None = field(default=None, repr=False)
 
 
-# Far beyond Siteti's own (evt_ + 24 hex; our references are ~40 characters), and far below
-# PostgreSQL's btree limit (2,704 bytes per index row, 4 bytes a character at worst).
-MAX_ID_CHARS = 200
-MAX_REFERENCE_CHARS = 500
+# Ids and references: the limits of the events receipts publishes (bridge.inbound), far beyond
+# Siteti's own (evt_ + 24 hex; our references are ~40 characters) and far below PostgreSQL's
+# btree limit (2,704 bytes per index row, 4 bytes a character at worst). A reply's text and
+# button payload longer than theirs are cut, never refused: a customer's words must not make
+# Siteti retry forever.
 # A detail value (ids, status, error title) longer than this is cut: it is for people to read.
 MAX_DETAIL_CHARS = 500
-# A reply's text and button payload (bridge.inbound's limits): longer is cut, never refused,
-# as a customer's words must not make Siteti retry forever.
-MAX_TEXT_CHARS = 4096
-MAX_PAYLOAD_CHARS = 1000
 
 
 def storable(text: str, limit: int) -> bool:
@@ -105,7 +109,7 @@ def storable(text: str, limit: int) -> bool:
     return True
 
 
-def _text(value: object, name: str, limit: int = MAX_ID_CHARS) -> str | None:
+def _text(value: object, name: str, limit: int = MAX_ID_LENGTH) -> str | None:
     """A non-blank string, None for anything else; InvalidWebhook when it cannot be stored."""
     if not isinstance(value, str) or not value.strip():
         return None
@@ -167,21 +171,21 @@ def _inbound(data: dict[str, Any]) -> Inbound:
     context = data.get("context")
     replied_to = context.get("message_id") if isinstance(context, dict) else None
     return Inbound(
-        message_id=_cleaned(data.get("message_id"), MAX_ID_CHARS),
-        contact_id=_cleaned(data.get("contact_id"), MAX_ID_CHARS),
-        sender=_cleaned(data.get("from"), MAX_ID_CHARS),
+        message_id=_cleaned(data.get("message_id"), MAX_ID_LENGTH),
+        contact_id=_cleaned(data.get("contact_id"), MAX_ID_LENGTH),
+        sender=_cleaned(data.get("from"), MAX_ID_LENGTH),
         bsuid=_text(data.get("bsuid"), "data.bsuid"),
-        text=_cleaned(data.get("text"), MAX_TEXT_CHARS),
-        button_payload=_cleaned(data.get("button_payload"), MAX_PAYLOAD_CHARS),
+        text=_cleaned(data.get("text"), MAX_TEXT_LENGTH),
+        button_payload=_cleaned(data.get("button_payload"), MAX_PAYLOAD_LENGTH),
         context_message_id=_text(replied_to, "data.context.message_id"),
-        reference=_text(data.get("reference"), "data.reference", MAX_REFERENCE_CHARS),
-        state=_cleaned(data.get("state"), MAX_ID_CHARS),
+        reference=_text(data.get("reference"), "data.reference", MAX_REFERENCE_LENGTH),
+        state=_cleaned(data.get("state"), MAX_ID_LENGTH),
         window_expires_at=_aware(data.get("window_expires_at")),
     )
 
 
 def _reference(data: dict[str, Any], event_id: str) -> str:
-    reference = _text(data.get("reference"), "data.reference", MAX_REFERENCE_CHARS)
+    reference = _text(data.get("reference"), "data.reference", MAX_REFERENCE_LENGTH)
     if reference:
         return reference
     # Conversation events and unsolicited replies carry no reference: file them under the contact.
@@ -191,7 +195,7 @@ def _reference(data: dict[str, Any], event_id: str) -> str:
     bsuid = _text(data.get("bsuid"), "data.bsuid")
     if bsuid:
         return f"bsuid:{bsuid}"
-    if _cleaned(data.get("from"), MAX_ID_CHARS):
+    if _cleaned(data.get("from"), MAX_ID_LENGTH):
         # A reply from a number that is no contact yet: filed under the event, as the reference
         # may not hold the number.
         return f"siteti:{event_id}"
