@@ -148,3 +148,12 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     client = new_redis(settings.redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def two_clients(settings: Settings) -> AsyncIterator[tuple[Redis, Redis]]:
+    """Two Redis connections: two instances racing for the same keys."""
+    a, b = Redis.from_url(settings.redis_url), Redis.from_url(settings.redis_url)
+    yield a, b
+    await a.aclose()
+    await b.aclose()

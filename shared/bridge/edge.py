@@ -150,8 +150,13 @@ def add_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
-        log.error("unhandled_exception", path=request.url.path, error=repr(exc))
-        return problem_response(problems.INTERNAL_ERROR, 500, "internal error")
+        return internal_error(request.url.path, exc)
+
+
+def internal_error(path: str, exc: Exception) -> ProblemResponse:
+    """An unhandled exception: logged, answered 500 with nothing of it in the answer."""
+    log.error("unhandled_exception", path=path, error=repr(exc))
+    return problem_response(problems.INTERNAL_ERROR, 500, "internal error")
 
 
 class EdgeApp(FastAPI):
@@ -208,8 +213,7 @@ class _Direct:
                     return  # gone before its body arrived: nobody to answer
                 except Exception as exc:
                     # What FastAPI's error layer would answer, which this route skips.
-                    log.error("unhandled_exception", path=path, error=repr(exc))
-                    response = problem_response(problems.INTERNAL_ERROR, 500, "internal error")
+                    response = internal_error(path, exc)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

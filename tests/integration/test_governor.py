@@ -6,22 +6,11 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
-from bridge.config import Settings
 from dispatcher.governor import Governor, GovernorConfig
 from tests.governor_tools import assert_confirmations_go_first
-
-
-@pytest.fixture
-async def two_clients(settings: Settings) -> AsyncIterator[tuple[Redis, Redis]]:
-    a, b = Redis.from_url(settings.redis_url), Redis.from_url(settings.redis_url)
-    yield a, b
-    await a.aclose()
-    await b.aclose()
 
 
 def config(limit: int, **kw: object) -> GovernorConfig:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.integration
 
 PHONE = "2348031234567"
 INTERVAL = 0.5
-
-
-@pytest.fixture
-async def two_clients(settings: Settings) -> AsyncIterator[tuple[Redis, Redis]]:
-    a, b = Redis.from_url(settings.redis_url), Redis.from_url(settings.redis_url)
-    yield a, b
-    await a.aclose()
-    await b.aclose()
 
 
 def pacers(
