@@ -1,6 +1,6 @@
 """The integration guide's load test: 500 distinct webhooks at once through the real pipeline.
 
-    .venv/bin/python -m bench.load [--webhooks 500] [--per-minute 12000] [--ingest-workers 1]
+    .venv/bin/python -m bench.load [--webhooks 500] [--per-minute 12000] [--ingest-workers N]
 
 Every webhook is for a customer of its own (all in the directory first), signed, and posted
 on its own connection (all opened first, raw sockets) at the same moment. Prints the
@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ingest.__main__ import usable_cpus
 from tests.e2e.harness import (
     Pipeline,
     new_account,
@@ -128,7 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--webhooks", type=int, default=500)
     parser.add_argument("--per-minute", type=int, default=12000, help="the Siteti plan")
-    parser.add_argument("--ingest-workers", type=int, default=1, help="INGEST_WORKERS")
+    parser.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=usable_cpus(),
+        help="INGEST_WORKERS (default: ingest's own, one per usable CPU)",
+    )
     args = parser.parse_args()
     pipeline = on_plan(
         args.per_minute, LOG_LEVEL="WARNING", INGEST_WORKERS=str(args.ingest_workers)

@@ -223,14 +223,21 @@ def serve(app: Any, host: str, port: int, **uvicorn_options: Any) -> None:
     """Run `app` (an ASGI app, or an import string / factory as uvicorn takes them, with
     `factory=True` for a factory) on `host`:`port` until SIGINT/SIGTERM. Access logs are off
     unless asked for (each service logs its own requests); other options go to uvicorn as
-    given, e.g. ingest's `proxy_headers=False`. uvicorn's error and access loggers keep the
+    given, e.g. ingest's `proxy_headers=False`; with `workers`, each worker accepts on a
+    socket of its own (bridge.workers). uvicorn's error and access loggers keep the
     process's logging set-up (`bridge.logs`: JSON lines) rather than installing its own."""
     import uvicorn  # only the HTTP services need it
+
+    from .workers import run_workers
 
     # The start-up heap (modules, schemas, phone metadata, the app) lives as long as the
     # process: frozen out of the cyclic collector, so that its collections, which requests
     # in flight trigger all the time, stop traversing it (GC took about a third of ingest's
     # CPU under bench.ceiling's load, a tenth since). Refcounting still frees it as before.
     gc.freeze()
-    defaults = {"access_log": False, "log_config": None}
-    uvicorn.run(app, host=host, port=port, **(defaults | uvicorn_options))
+    options = {"access_log": False, "log_config": None} | uvicorn_options
+    if options.get("workers", 1) > 1:
+        # Each worker on a socket of its own, so that a burst is spread over them.
+        run_workers(app, host, port, **options)
+        return
+    uvicorn.run(app, host=host, port=port, **options)

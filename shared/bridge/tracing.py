@@ -10,9 +10,9 @@ four fields (the specification's forward compatibility) as long as what follows 
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 _HEX = "[0-9a-f]"
 _TRACEPARENT = re.compile(rf"({_HEX}{{2}})-({_HEX}{{32}})-({_HEX}{{16}})-({_HEX}{{2}})(-.*)?")
@@ -41,15 +41,17 @@ class Span:
         return Span(self.trace_id, new_span_id(), self.flags)
 
 
+# Ids need to be unique, not unpredictable: Python's generator, as OpenTelemetry's own
+# (RandomIdGenerator), not the system's randomness (a system call for every webhook).
 def new_span_id() -> str:
-    while (span_id := secrets.token_hex(8)) == _ZERO_SPAN:  # all zeros is invalid
+    while (span_id := f"{random.getrandbits(64):016x}") == _ZERO_SPAN:  # all zeros is invalid
         pass
     return span_id
 
 
 def new_trace(flags: int = SAMPLED) -> Span:
     """The root span of a new trace."""
-    while (trace_id := secrets.token_hex(16)) == _ZERO_TRACE:
+    while (trace_id := f"{random.getrandbits(128):032x}") == _ZERO_TRACE:
         pass
     return Span(trace_id, new_span_id(), flags)
 
@@ -86,4 +88,4 @@ def child_of(parent: Span | None) -> Span:
     or the root of a new trace when there is none."""
     if parent is None:
         return new_trace()
-    return replace(parent, flags=parent.flags & SAMPLED).child()
+    return Span(parent.trace_id, new_span_id(), parent.flags & SAMPLED)

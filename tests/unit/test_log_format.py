@@ -34,6 +34,18 @@ def json_lines(output: str) -> list[dict[str, Any]]:
     return lines
 
 
+def run_code(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a child interpreter in the repo; it must exit 0."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
 def assert_well_formed(lines: list[dict[str, Any]], service: str) -> None:
     assert lines
     for line in lines:
@@ -142,14 +154,7 @@ _CORRELATED = textwrap.dedent(
 
 
 def test_library_records_carry_the_correlation_fields_of_the_event_in_hand() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _CORRELATED],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_code(_CORRELATED)
     lines = json_lines(done.stdout + done.stderr)
     assert_well_formed(lines, "svc")
     inside, outside = lines[:3], lines[3:]
@@ -175,14 +180,54 @@ _REDIRECTED = textwrap.dedent(
 
 
 def test_our_lines_bypass_fausts_stdout_redirect_and_a_print_becomes_a_record() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _REDIRECTED],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_code(_REDIRECTED)
     ours, stray = json_lines(done.stdout + done.stderr)
     assert ours["event"] == "ours" and "logger" not in ours  # not wrapped in another line
     assert stray["event"] == "a stray print" and stray["logger"] == "mode.redirect"
+
+
+_IN_A_LOOP = textwrap.dedent(
+    """
+    import asyncio, logging
+    from bridge.logs import configure_logging, get_logger
+
+    configure_logging("svc", "INFO")
+    log = get_logger("svc")
+
+    async def worker(number: int) -> None:
+        for step in range(50):
+            log.info("step", worker=number, step=step)
+            if step == 25:
+                logging.getLogger("aiokafka").warning("between %s", number)
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(number) for number in range(20)))
+        log.info("last in the loop")  # the loop ends in the iteration that wrote it
+
+    asyncio.run(main())
+    log.info("after the loop")
+    asyncio.run(main())  # exits with the last line still in the buffer
+    """
+)
+
+
+def test_lines_batched_inside_a_loop_are_all_written_in_order_by_a_normal_exit() -> None:
+    done = run_code(_IN_A_LOOP)
+    assert done.stderr == ""
+    lines = json_lines(done.stdout)
+    assert_well_formed(lines, "svc")
+    once = 20 * 50 + 20 + 1
+    assert len(lines) == 2 * once + 1
+    assert lines[once - 1]["event"] == lines[-1]["event"] == "last in the loop"
+    assert lines[once]["event"] == "after the loop"
+    for run in (lines[:once], lines[once + 1 :]):
+        steps = [(line["worker"], line["step"]) for line in run if line["event"] == "step"]
+        # gather starts the workers in order and each takes one step per iteration.
+        assert steps == [(number, step) for step in range(50) for number in range(20)]
+        between = [i for i, line in enumerate(run) if line.get("logger") == "aiokafka"]
+        assert [run[i]["event"] for i in between] == [f"between {n}" for n in range(20)]
+        # Each library record right after its worker's step 25 line.
+        assert [(run[i - 1]["worker"], run[i - 1]["step"]) for i in between] == [
+            (n, 25) for n in range(20)
+        ]

@@ -6,17 +6,26 @@ assertions read what it really wrote to stdout.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import io
 import json
 import re
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import phonenumbers
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.logline import previous_processors
+from bridge import logs
 from bridge.logs import mask_text, redact
 
 # (as written, national significant number): the NSN's digits must not survive but the last 3.
@@ -232,3 +241,152 @@ def test_any_formatted_number_in_any_text_is_masked(
     output = mask_text(f"{before} {written} {after}")
     nsn = phonenumbers.national_significant_number(number)
     assert nsn not in re.sub(r"\D", "", output), (written, output)
+
+
+# Issue 11: our own lines through one fused processor (`_line`), the same bytes as the chain
+# of processors they went through before (bench.logline.previous_processors), the phone
+# pre-check and the cached timestamp proven against what they replace.
+
+_PHONE_ALPHABET = st.sampled_from([*"0123456789", *" ().-+:x", "\u00a0", "٣", "²"])
+_DIGIT_GROUPS = st.lists(st.text("0123456789", min_size=1, max_size=4), min_size=1, max_size=5)
+_PHONE_LIKE = st.one_of(
+    st.text(_PHONE_ALPHABET, max_size=40),
+    # At the pre-check's edge: `+` and 9 digits is a phone, 8 is not.
+    st.builds(lambda g, sep: "+" + sep.join(g), _DIGIT_GROUPS, st.sampled_from(" -.")),
+    st.builds(lambda a, n, b: f"{a}{n}{b}", _WORDS, st.sampled_from([w for w, _ in FORMS]), _WORDS),
+)
+
+
+@settings(max_examples=1000)
+@given(_PHONE_LIKE)
+def test_the_nine_digit_pre_check_never_changes_what_mask_text_gives(text: str) -> None:
+    assert mask_text(text) == logs._CANDIDATE.sub(logs._mask_candidate, text)
+
+
+_MAX_MICROS = 253402300799999999  # 9999-12-31T23:59:59.999999
+
+
+@given(st.lists(st.integers(0, _MAX_MICROS), min_size=1), st.integers(0, 999_999))
+def test_the_cached_timestamp_is_timestampers_text(seconds: list[int], offset: int) -> None:
+    for micros in [*seconds, seconds[0] - seconds[0] % 1_000_000 + offset]:  # same second
+        expected = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+        assert logs.iso_timestamp(micros) == expected.isoformat().replace("+00:00", "Z")
+
+
+_CONTEXT_KEYS = st.sampled_from(["trace_id", "event_id", "reference", "type", "phone", "ctx_a"])
+_KEYS = st.one_of(_CONTEXT_KEYS, st.sampled_from(["detail", "api_key", "to", "n", "level"]))
+# (orjson, before as now, writes integers of up to 64 bits.)
+_INTEGERS = st.integers(-(2**63), 2**64 - 1)
+_SCALARS = st.one_of(st.none(), st.booleans(), _INTEGERS, st.floats(), _PHONE_LIKE)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(_KEYS, _INTEGERS), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+_TIMESTAMP = re.compile(r'"timestamp":"[^"]*"')
+
+
+def _previous(method: str, event_dict: dict[str, Any]) -> str:
+    for processor in previous_processors():
+        event_dict = processor(None, method, event_dict)
+    return str(event_dict)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(_KEYS, _VALUES, max_size=6),
+    st.dictionaries(_CONTEXT_KEYS, _PHONE_LIKE, max_size=4),
+    st.sampled_from(["debug", "info", "warning", "error", "critical", "exception"]),
+    st.sampled_from([None, False, True, "exception"]),
+)
+def test_a_line_is_the_previous_chains_line(
+    event: dict[str, Any], bound: dict[str, str], method: str, exc: object
+) -> None:
+    event["event"] = "event_published"
+    if exc is not None:
+        event["exc_info"] = ValueError("bad 0803 123 4567") if exc == "exception" else exc
+
+    def both() -> tuple[str, str]:
+        structlog.contextvars.bind_contextvars(**bound)
+        return logs._line(None, method, dict(event)), _previous(method, dict(event))
+
+    logs._service = "svc"
+    try:
+        new, old = contextvars.copy_context().run(both)  # nothing bound outlives the example
+    finally:
+        logs._service = None
+    assert new.endswith("\n") and "\n" not in new[:-1]
+    new, old = (_TIMESTAMP.sub('"timestamp":"T"', line) for line in (new[:-1], old))
+    # The keys merged from the context come in the order they were first bound, where
+    # merge_contextvars gave its hash order (it changes from run to run): the rest as before.
+    added = [k for k in orjson.loads(new) if k in bound and k not in event]
+    if len(added) > 1:
+        previous = orjson.loads(old)
+        assert set(previous) == set(orjson.loads(new))
+        old = orjson.dumps({k: previous[k] for k in orjson.loads(new)}).decode()
+    assert new == old
+
+
+_OPERATIONS = st.lists(
+    st.tuples(st.sampled_from(["bind", "reset", "unbind", "clear"]), _CONTEXT_KEYS), max_size=12
+)
+
+
+@given(_OPERATIONS)
+def test_the_context_merge_follows_bind_reset_unbind_and_clear(operations: list[Any]) -> None:
+    def check() -> None:
+        tokens: list[dict[str, Any]] = []
+        for number, (operation, key) in enumerate(operations):
+            if operation == "bind":
+                tokens.append(dict(structlog.contextvars.bind_contextvars(**{key: number})))
+            elif operation == "reset" and tokens:
+                structlog.contextvars.reset_contextvars(**tokens.pop())
+            elif operation == "unbind":
+                structlog.contextvars.unbind_contextvars(key)
+            elif operation == "clear":
+                structlog.contextvars.clear_contextvars()
+            merged = logs._merge_contextvars(None, "info", {"event": "x"})
+            assert merged == structlog.contextvars.merge_contextvars(None, "info", {"event": "x"})
+            registry = [name[len("structlog_") :] for name in structlog.contextvars._CONTEXT_VARS]
+            assert list(merged)[1:] == [k for k in registry if k in merged]
+
+    contextvars.copy_context().run(check)
+    # What a context bound is not seen outside it.
+    assert "ctx_a" not in logs._merge_contextvars(None, "info", {})
+
+
+class _Recorder(io.StringIO):
+    """A stream that keeps what each flush made visible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+
+
+def test_without_a_running_loop_a_line_is_flushed_at_once() -> None:
+    stream = _Recorder()
+    out = logs._Stdout(stream)
+    out.info("one\n")
+    out.info("two\n")
+    assert stream.flushed == ["one\n", "one\ntwo\n"]
+
+
+async def test_inside_a_loop_the_iterations_lines_are_flushed_once_in_order() -> None:
+    stream = _Recorder()
+    out = logs._Stdout(stream)
+    lines = [f"{number}\n" for number in range(200)]
+    for line in lines:
+        out.info(line)
+    assert stream.flushed == []  # still in the buffer
+    await asyncio.sleep(0)  # the loop turns once: the flush scheduled first runs first
+    assert stream.flushed == ["".join(lines)]
+    out.info("next\n")
+    await asyncio.sleep(0)
+    assert stream.flushed == ["".join(lines), "".join(lines) + "next\n"]
