@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.app_cpu [--webhooks 20000] [--in-flight 500] [--profile FILE]
 
-No server, no sockets, no load tool: each app is driven in this process, `--in-flight`
+No server, no sockets, no load tool: each app is driven in this process (on uvloop, as
+uvicorn serves ingest), `--in-flight`
 signed Moniepoint webhooks at a time, each a real ASGI request (scope, receive, send)
 through the app with its real settings and Kafka producer (the stack's broker, acks=all,
 a topic of the run's own). What is measured is this process's CPU time (`process_time`)
@@ -28,6 +29,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from bridge.config import Settings
 from bridge.kafka import client_options
@@ -186,7 +189,9 @@ def main() -> None:
             file=sys.stderr,
         )
 
-    asyncio.run(both())
+    # uvloop, as uvicorn runs ingest (its `auto` loop): timers and callbacks cost otherwise.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(both())
 
 
 if __name__ == "__main__":
