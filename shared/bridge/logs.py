@@ -134,6 +134,20 @@ def mask_text(text: str) -> str:
     return _CANDIDATE.sub(_mask_candidate, text)
 
 
+# Integers with fewer digits than any phone (`is_phone`: 9) are written as they are.
+_SHORT = 10**8
+_ORJSON_INTEGERS = range(-(2**63), 2**64)  # what orjson writes as a number
+
+
+def _long_integer(value: int) -> int | str:
+    """A long integer as logs show it: a phone number held as an integer (2348031234567) is
+    masked like its text; one beyond 64 bits (a uuid's int) is written as its digits, which
+    orjson would otherwise refuse with an error to whoever logged it."""
+    text = str(value)
+    shown = mask_text(text)
+    return value if shown == text and value in _ORJSON_INTEGERS else shown
+
+
 def masked(value: Any) -> Any:
     """`value` as logs show it: phone numbers in its text masked, sensitive keys' values
     replaced, nested dicts and lists alike (the CLI's output goes through it too)."""
@@ -143,6 +157,8 @@ def masked(value: Any) -> Any:
         return {k: ("***" if _is_sensitive(str(k)) else masked(v)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [masked(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -_SHORT < value < _SHORT:
+        return _long_integer(value)
     if value is None or isinstance(value, int | float):
         return value
     # Anything else is rendered with repr() by the JSON renderer: mask that text.

@@ -119,13 +119,13 @@ def test_redact_masks_sensitive_keys_and_nested_values() -> None:
             "api_key": "k",
             "detail": {"to": "+2348031234567", "contact": ["0803 123 4567", ("(0803) 123-4567",)]},
             "timestamp": "2026-01-20T14:30:00Z",
-            "count": 12345678901,
+            "count": 1737383400000,
         },
     )
     assert event["phone"] == event["api_key"] == event["detail"]["to"] == "***"
     assert event["detail"]["contact"] == ["***567", ["***567"]]
     assert event["timestamp"] == "2026-01-20T14:30:00Z"
-    assert event["count"] == 12345678901
+    assert event["count"] == 1737383400000  # epoch milliseconds: a number, as it was
 
 
 # Every way a line is written: structlog (event, kwarg, nested, %s args, log.exception) and the
@@ -170,6 +170,32 @@ _EMITTER = textwrap.dedent(
     """
 )
 _STRUCTLOG_LINES, _STDLIB_LINES = 5, 5
+
+
+def test_a_phone_number_held_as_an_integer_is_masked() -> None:
+    event = redact(None, "info", {"event": "x", "payer": 2348031234567, "account": 8031234567})
+    assert event["payer"] == "***567"
+    # Judged as its text would be: ten bare digits are a NUBAN account number.
+    assert event["account"] == 8031234567
+
+
+def test_an_integer_beyond_64_bits_is_written_not_refused() -> None:
+    logs._service = "svc"
+    try:
+        line = logs._line(None, "info", {"event": "x", "id": 2**100, "big": -(2**70)})
+    finally:
+        logs._service = None
+    written = orjson.loads(line)
+    assert written["id"] == str(2**100) and written["big"] == str(-(2**70))
+
+
+@given(st.integers())
+def test_any_integer_renders_and_no_phone_digits_survive(value: int) -> None:
+    line = logs._line(None, "info", {"event": "x", "value": value})
+    shown = orjson.loads(line)["value"]
+    assert shown == value or (isinstance(shown, str) and (shown == str(value) or "***" in shown))
+    if "***" in str(shown):
+        assert str(abs(value))[:-3] not in str(shown)
 
 
 def test_every_log_path_masks_every_form() -> None:
