@@ -37,8 +37,9 @@ class Span:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}"
 
     def child(self) -> Span:
-        """A new span in the same trace, with the same flags."""
-        return Span(self.trace_id, new_span_id(), self.flags)
+        """A new span in the same trace. Only the sampled flag is carried over: what the
+        others mean is not known here."""
+        return Span(self.trace_id, new_span_id(), self.flags & SAMPLED)
 
 
 # Ids need to be unique, not unpredictable: Python's generator, as OpenTelemetry's own
@@ -84,8 +85,7 @@ def continue_trace(header: str | bytes | None) -> Span:
 
 
 def child_of(parent: Span | None) -> Span:
-    """A child of `parent` (only the sampled flag is carried over: the others are unknown),
-    or the root of a new trace when there is none."""
+    """A child of `parent` (`Span.child`), or the root of a new trace when there is none."""
     if parent is None:
         return new_trace()
-    return Span(parent.trace_id, new_span_id(), parent.flags & SAMPLED)
+    return parent.child()

@@ -60,15 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # keys configured stops the start, saying what to set.
     seal = sealer(settings)
 
+    secrets = {name: secrets_for(p, settings) for name, p in PROVIDERS.items()}
     # A provider that cannot work with its configuration stops the start, saying what to fix.
-    for provider in PROVIDERS.values():
+    for name, provider in PROVIDERS.items():
         if isinstance(provider, Configurable):
-            provider.check_configuration(secrets_for(provider, settings))
+            provider.check_configuration(secrets[name])
     # Allowlists, trusted proxies and the rejection limit (checked here, like the above).
     defences = EdgeDefences.from_settings(settings, PROVIDERS)
     # Found once: a runtime-checked Protocol's isinstance costs more than a signature check.
     confirmers = {name: p for name, p in PROVIDERS.items() if isinstance(p, Confirming)}
-    secrets = {name: secrets_for(p, settings) for name, p in PROVIDERS.items()}
     # The accepted outcome's metrics, bound once (a labels() look-up on each webhook is not free).
     accepted_metrics = {
         name: (WEBHOOKS_RECEIVED.labels(name, "accepted"), INGEST_LATENCY.labels(name))
@@ -101,23 +101,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def webhook(provider_name: str, request: Request) -> Response:
         started = time.perf_counter()
+        client = defences.client(request)
         provider = PROVIDERS.get(provider_name)
         if provider is None:
             message = f"unknown provider {provider_name!r}; known: {sorted(PROVIDERS)}"
             unknown = problem_response(problems.NOT_FOUND, 404, message)
-            return await defences.reject(
-                defences.client(request), None, "unknown_provider", unknown
+            return await defences.reject(client, None, "unknown_provider", unknown)
+        if not defences.allowed(provider_name, client):
+            refused = problem_response(
+                problems.CLIENT_NOT_ALLOWED,
+                403,
+                f"client address {client} is not allowed for {provider_name}",
             )
-        # The client's address is read only when a check needs it: parsing it is not free.
-        if provider_name in defences.allowlists:
-            client = defences.client(request)
-            if not defences.allowed(provider_name, client):
-                refused = problem_response(
-                    problems.CLIENT_NOT_ALLOWED,
-                    403,
-                    f"client address {client} is not allowed for {provider_name}",
-                )
-                return await defences.reject(client, provider_name, "ip_not_allowed", refused)
+            return await defences.reject(client, provider_name, "ip_not_allowed", refused)
 
         def outcome(name: str) -> None:
             WEBHOOKS_RECEIVED.labels(provider_name, name).inc()
@@ -128,9 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             outcome("too_large")
             message = f"body is larger than {settings.max_body_bytes} bytes"
             too_large = problem_response(problems.TOO_LARGE, 413, message)
-            return await defences.reject(
-                defences.client(request), provider_name, "too_large", too_large
-            )
+            return await defences.reject(client, provider_name, "too_large", too_large)
 
         # ASGI names headers in lower case already: decoded as they come, without Starlette's
         # header object.
@@ -145,9 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 provider.bad_signature_status,
                 f"signature check failed: {exc}",
             )
-            return await defences.reject(
-                defences.client(request), provider_name, "bad_signature", refused, str(exc)
-            )
+            return await defences.reject(client, provider_name, "bad_signature", refused, str(exc))
 
         try:
             result = provider.parse(webhook_request)
