@@ -21,11 +21,9 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,26 +33,15 @@ import uvloop
 from bridge.config import Settings
 from bridge.kafka import client_options
 from bridge.logs import configure_logging
-from bridge.signing import sign
 from ingest.app import create_app
-from tests.e2e.harness import ROOT, create_topic, delete_topic, payment, stack_env
+from tests.e2e.harness import create_topic, delete_topic
 
-from .ceiling import ACCOUNTS, PATH, KafkaApp
+from .ceiling import PATH, KafkaApp, ingest_env, signed_webhooks
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
-def webhooks(count: int, secret: str) -> list[tuple[bytes, bytes]]:
-    """(body, signature) of `count` distinct webhooks over ACCOUNTS customers."""
-    signed = []
-    for i in range(count):
-        payload = payment("payment.successful", f"{3000000000 + i % ACCOUNTS}", f"MNP-CPU-{i:08d}")
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        signed.append((body, sign(secret, body).encode()))
-    return signed
-
-
-async def post(app: App, body: bytes, signature: bytes) -> None:
+async def post(app: App, body: bytes, signature: str) -> None:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -69,7 +56,7 @@ async def post(app: App, body: bytes, signature: bytes) -> None:
             (b"host", b"127.0.0.1"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"x-moniepoint-signature", signature),
+            (b"x-moniepoint-signature", signature.encode()),
         ],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
@@ -117,13 +104,13 @@ async def lifespan(app: App) -> Callable[[], Awaitable[None]]:
 
 
 async def cpu_per_webhook(
-    app: App, signed: list[tuple[bytes, bytes]], in_flight: int, profile: Path | None
+    app: App, signed: list[tuple[bytes, str]], in_flight: int, profile: Path | None
 ) -> tuple[float, float]:
     """(µs of CPU per webhook, webhooks/s) over the measured part."""
     shutdown = await lifespan(app)
     try:
 
-        async def run(part: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+        async def run(part: list[tuple[bytes, str]]) -> tuple[float, float]:
             queue = iter(part)
 
             async def client() -> None:
@@ -156,21 +143,15 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="cProfile of ingest's measured run")
     args = parser.parse_args()
 
-    secret = uuid.uuid4().hex * 2
-    topic = f"bench.app-cpu.{uuid.uuid4().hex[:12]}"
-    os.environ.update(stack_env())
-    os.environ |= {
-        "BRIDGE_ENV_FILE": str(ROOT / ".stack/env"),
-        "EVENTS_TOPIC": topic,
-        "MONIEPOINT_WEBHOOK_SECRETS": secret,
-        "LOG_LEVEL": "INFO",
-    }
+    env, secret = ingest_env("app-cpu")
+    os.environ.update(env)
+    topic = env["EVENTS_TOPIC"]
     settings = Settings()
     # Lines to /dev/null: their cost is counted, not a terminal's.
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     configure_logging("ingest", "INFO")
     kafka = client_options(settings)
-    signed = webhooks(args.webhooks, secret)
+    signed = signed_webhooks(args.webhooks, secret)
     ingest_app = create_app(settings)
     gc.freeze()  # as `bridge.edge.serve` does before serving: the start-up heap out of the GC
 

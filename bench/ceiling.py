@@ -149,14 +149,34 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk still not found after apt-get install")
 
 
-def write_bodies(path: Path, count: int, secret: str) -> None:
-    lines = []
+def ingest_env(run: str) -> tuple[dict[str, str], str]:
+    """Ingest's environment for a benchmark run (the stack's Kafka and Redis, sealing keys, a
+    topic and a Moniepoint secret of the run's own, LOG_LEVEL=INFO), and that secret."""
+    secret = uuid.uuid4().hex * 2
+    env = {**os.environ, **stack_env(), "BRIDGE_ENV_FILE": str(ROOT / ".stack/env")}
+    env |= {
+        "EVENTS_TOPIC": f"bench.{run}.{uuid.uuid4().hex[:12]}",
+        "MONIEPOINT_WEBHOOK_SECRETS": secret,
+        "LOG_LEVEL": "INFO",
+    }
+    return env, secret
+
+
+def signed_webhooks(count: int, secret: str) -> list[tuple[bytes, str]]:
+    """(body, signature) of `count` distinct signed Moniepoint webhooks over ACCOUNTS
+    customers (their Kafka keys spread over the partitions)."""
+    signed = []
     for i in range(count):
         account = f"{3000000000 + i % ACCOUNTS}"
-        body = json.dumps(
-            payment("payment.successful", account, f"MNP-CEIL-{i:08d}"), separators=(",", ":")
-        )
-        lines.append(f"{sign(secret, body.encode())}\t{body}")
+        payload = payment("payment.successful", account, f"MNP-BENCH-{i:08d}")
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        signed.append((body, sign(secret, body)))
+    return signed
+
+
+def write_bodies(path: Path, count: int, secret: str) -> None:
+    """The webhooks as wrk's script reads them: `signature<TAB>body` lines."""
+    lines = [f"{signature}\t{body.decode()}" for body, signature in signed_webhooks(count, secret)]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -314,14 +334,8 @@ def main() -> None:
 
     wrk = ensure_wrk()
     load = os.getloadavg()[0]
-    env = {**os.environ, **stack_env(), "BRIDGE_ENV_FILE": str(ROOT / ".stack/env")}
-    secret = uuid.uuid4().hex * 2
-    topic = f"bench.ceiling.{uuid.uuid4().hex[:12]}"
-    env |= {
-        "EVENTS_TOPIC": topic,
-        "MONIEPOINT_WEBHOOK_SECRETS": secret,
-        "LOG_LEVEL": "INFO",
-    }
+    env, secret = ingest_env("ceiling")
+    topic = env["EVENTS_TOPIC"]
     kafka = client_options(kafka_settings(env))
     asyncio.run(create_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topic, **kafka))
     workers = usable_cpus()
