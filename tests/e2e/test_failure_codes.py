@@ -24,11 +24,14 @@ def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
         yield pipeline
 
 
-def customer_with_own_number(pipeline: Pipeline, tmp_path: Path) -> tuple[str, str]:
-    """A new customer with a number no other test uses (a flag is per number): (account,
-    the number in Siteti's form)."""
+def customer_failing_once(pipeline: Pipeline, tmp_path: Path, code: int) -> str:
+    """A new customer (its account) with a number no other test uses (a flag is per number),
+    whose next message the sandbox reports failed with `code`."""
     national = f"0803{random.randrange(10**7):07d}"
-    return pipeline.new_customer(tmp_path, phone=national), f"234{national[1:]}"
+    account = pipeline.new_customer(tmp_path, phone=national)
+    failure = {"code": code, "to": f"234{national[1:]}", "times": 1}  # Siteti's form
+    pipeline.sandbox_control("POST", "delivery-failures", failure)
+    return account
 
 
 async def entry(pipeline: Pipeline, reference: str) -> Any:
@@ -44,10 +47,7 @@ def failed_detail(pipeline: Pipeline, reference: str) -> dict[str, Any] | None:
 async def test_undeliverable_goes_to_review_and_holds_the_numbers_next_message(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    account, number = customer_with_own_number(pipeline, tmp_path)
-    pipeline.sandbox_control(
-        "POST", "delivery-failures", {"code": 131026, "to": number, "times": 1}
-    )
+    account = customer_failing_once(pipeline, tmp_path, 131026)
     first = post_payment(pipeline, account)
 
     detail = wait_for(lambda: failed_detail(pipeline, first))
@@ -72,10 +72,7 @@ async def test_undeliverable_goes_to_review_and_holds_the_numbers_next_message(
 async def test_a_rate_limit_is_sent_again_later_under_a_new_key(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    account, number = customer_with_own_number(pipeline, tmp_path)
-    pipeline.sandbox_control(
-        "POST", "delivery-failures", {"code": 130429, "to": number, "times": 1}
-    )
+    account = customer_failing_once(pipeline, tmp_path, 130429)
     reference = post_payment(pipeline, account)
 
     story = wait_for(
